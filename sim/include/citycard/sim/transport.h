@@ -1,0 +1,73 @@
+// Request/reply messaging between clients (terminals, tools) and a server (the backend).
+// Devices and backend code see only these interfaces; the simulated network (virtual time)
+// and ZeroMQ (wall time) implement them.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "citycard/protocol/bytes.h"
+#include "citycard/protocol/status.h"
+#include "citycard/sim/event_loop.h"
+#include "citycard/sim/rng.h"
+
+namespace citycard::sim {
+
+// Server side: one framed request in, one framed reply out. Called on the server's thread.
+class RequestHandler {
+ public:
+  virtual ~RequestHandler() = default;
+  virtual Bytes handle(ByteView request) = 0;
+};
+
+// Client side. The reply callback runs exactly once: with the reply, or with an error
+// (kTimeout when no reply came within the channel's timeout, kUnavailable when the link is
+// down).
+class Channel {
+ public:
+  using ReplyFn = std::function<void(Result<Bytes>)>;
+  virtual ~Channel() = default;
+  virtual void request(Bytes frame, ReplyFn on_reply) = 0;
+};
+
+// Fault knobs of the simulated network. Probabilities are per message, each way.
+struct NetworkOptions {
+  std::int64_t latency_us_mean = 40'000;     // GPRS-like one-way latency
+  std::int64_t latency_us_jitter = 20'000;   // uniform +- jitter
+  double loss_probability = 0.0;
+  std::int64_t timeout_us = 5'000'000;       // client gives up after this
+};
+
+// An in-process network in virtual time. Messages are delivered by scheduling events on the
+// loop; loss turns into a timeout at the client. A client can be cut off for a window
+// (link down), during which requests fail at once with kUnavailable.
+class SimNetwork {
+ public:
+  SimNetwork(EventLoop& loop, Rng rng, NetworkOptions options);
+
+  std::unique_ptr<Channel> connect(RequestHandler& server, std::string client_name);
+
+  // Link state per client name; a down client gets kUnavailable at once.
+  void set_link_up(const std::string& client_name, bool up);
+  bool link_up(const std::string& client_name) const;
+
+  const NetworkOptions& options() const { return options_; }
+  std::uint64_t messages_sent() const { return sent_; }
+  std::uint64_t messages_lost() const { return lost_; }
+
+ private:
+  class SimChannel;
+  std::int64_t one_way_delay_us();
+
+  EventLoop& loop_;
+  Rng rng_;
+  NetworkOptions options_;
+  std::vector<std::string> down_;
+  std::uint64_t sent_ = 0;
+  std::uint64_t lost_ = 0;
+};
+
+}  // namespace citycard::sim
