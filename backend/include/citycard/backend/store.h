@@ -1,0 +1,145 @@
+// The backend's storage: a thin RAII wrapper over one SQLite database.
+//
+// Contract:
+// - Store::open opens (or creates) a database file, or ":memory:" for tests, in WAL mode with
+//   foreign keys on. With synchronous FULL (the default) a COMMIT that returned ok is on disk:
+//   an acknowledged upload survives kill -9 and power loss.
+// - Errors are Status values carrying SQLite's message and the statement that failed; a
+//   failed statement never leaves a half-applied transaction behind if the caller uses
+//   Transaction (the guard rolls back unless commit() succeeded).
+// - Transactions nest: the outermost is BEGIN IMMEDIATE ... COMMIT, inner ones are SAVEPOINTs,
+//   so a component can open its own Transaction and still commit together with the caller's
+//   (a batch's postings commit with the batch). Guards must end in reverse order of creation.
+// - Prepared statements are cached by SQL text (up to StoreOptions::statement_cache_max);
+//   a Query borrows one and resets it when destroyed.
+// - The schema is a list of Migrations applied in order and recorded in `schema_version`; a
+//   database from a newer build (a version this build does not know) is refused.
+//
+// Threads: a Store is used by one thread at a time (the Backend's caller). Queries and
+// Transactions must not outlive their Store.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "citycard/protocol/bytes.h"
+#include "citycard/protocol/status.h"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace citycard::backend {
+
+struct StoreOptions {
+  // FULL fsyncs the WAL on every commit (durable against power loss); NORMAL only at
+  // checkpoints (durable against kill -9, not power loss), for load tests that want speed.
+  bool synchronous_full = true;
+  // How long a writer waits for another connection's lock before kUnavailable.
+  int busy_timeout_ms = 5'000;
+  // Our SQL is a fixed set of literals; more distinct statements than this means SQL is being
+  // built at run time, and the extra ones are prepared per use instead of cached.
+  std::size_t statement_cache_max = 256;
+};
+
+// One step of the schema: `sql` (one or more statements) takes the database to `version`.
+struct Migration {
+  int version;
+  const char* sql;
+};
+
+class Store;
+
+// A prepared statement in use: bind parameters (1-based), step through rows, read columns
+// (0-based). Errors in bind() are remembered and returned by the next step()/run().
+class Query {
+ public:
+  Query(Query&& other) noexcept;
+  Query& operator=(Query&&) = delete;
+  Query(const Query&) = delete;
+  ~Query();  // resets the statement and clears its bindings (or finalizes an uncached one)
+
+  Query& bind(int index, std::int64_t value);
+  Query& bind(int index, std::string_view text);
+  Query& bind_blob(int index, ByteView blob);
+  Query& bind_null(int index);
+
+  // true: a row is ready to read; false: the statement is done.
+  Result<bool> step();
+  // Steps to the end, for statements that return no rows (INSERT, UPDATE...).
+  Status run();
+
+  bool column_is_null(int column) const;
+  std::int64_t column_int64(int column) const;
+  std::string column_text(int column) const;
+  Bytes column_blob(int column) const;
+
+ private:
+  friend class Store;
+  struct Slot;
+  Query(Store* store, Slot* slot, Status status);
+  Status fail(int rc, const char* what);
+
+  Store* store_;
+  Slot* slot_;  // null when preparation failed (then status_ says why)
+  Status status_;
+};
+
+class Store {
+ public:
+  // RAII transaction guard; see the contract above.
+  class Transaction {
+   public:
+    Transaction(Transaction&& other) noexcept;
+    Transaction& operator=(Transaction&&) = delete;
+    Transaction(const Transaction&) = delete;
+    ~Transaction();  // rolls back unless committed
+    Status commit();
+    void rollback();
+
+   private:
+    friend class Store;
+    Transaction(Store* store, int depth) : store_(store), depth_(depth) {}
+    Store* store_;  // null once finished or moved from
+    int depth_;
+  };
+
+  static Result<std::unique_ptr<Store>> open(const std::string& path, StoreOptions options = {});
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // Runs SQL text that returns no rows (may hold several statements); not cached.
+  Status exec(std::string_view sql);
+  // A cached prepared statement for `sql`. Preparation errors surface at step()/run().
+  Query query(std::string_view sql);
+  Result<Transaction> begin();
+  bool in_transaction() const { return depth_ > 0; }
+
+  // Applies every migration whose version is above the recorded one, each in its own
+  // transaction, in order. Versions must be strictly increasing.
+  Status migrate(std::span<const Migration> migrations);
+  Result<int> schema_version();
+
+  std::int64_t last_insert_rowid() const;
+  const std::string& path() const { return path_; }
+  std::size_t cached_statements() const { return cache_.size(); }
+
+ private:
+  friend class Query;
+  Store(sqlite3* db, std::string path, StoreOptions options);
+  Status error(int rc, std::string_view what) const;
+  void end_transaction(int depth, bool commit, Status* result);
+
+  sqlite3* db_;
+  std::string path_;
+  StoreOptions options_;
+  std::unordered_map<std::string, std::unique_ptr<Query::Slot>> cache_;
+  int depth_ = 0;
+};
+
+}  // namespace citycard::backend

@@ -1,0 +1,45 @@
+// Rendering a run's reports from its folder: trace.jsonl (the source of truth) and
+// summary.json in, report.html and junit.xml out. `citycard run` calls this at the end of a
+// run and `citycard report RUN_DIR` calls it again later; both give the same files.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "citycard/protocol/status.h"
+#include "citycard/reports/run_summary.h"
+
+namespace citycard::reports {
+
+// Figures aggregated from a trace, one pass over its lines.
+struct TraceStats {
+  struct Bucket {
+    std::uint64_t swipes = 0;
+    std::uint64_t refusals = 0;
+    std::int64_t amount_fen = 0;
+  };
+  struct Group {
+    std::uint64_t swipes = 0;
+    std::int64_t amount_fen = 0;
+  };
+  std::map<std::int64_t, Bucket> per_minute;        // virtual minute -> figures
+  std::map<std::string, Group> per_route;
+  std::map<std::string, Group> per_vehicle;
+  std::map<std::string, std::uint64_t> refusal_reasons;
+  std::uint64_t batches = 0, records_accepted = 0, records_duplicate = 0, records_rejected = 0;
+  std::uint64_t lines = 0;
+  std::int64_t last_t_us = 0;
+};
+
+Result<TraceStats> aggregate_trace(const std::string& trace_path);
+
+std::string junit_xml(const std::vector<RunSummary>& runs, const std::string& suite_name);
+std::string html_report(const RunSummary& summary, const TraceStats& stats);
+
+// Reads RUN_DIR/summary.json and RUN_DIR/trace.jsonl; writes RUN_DIR/report.html and
+// RUN_DIR/junit.xml.
+Status render_run(const std::string& run_dir);
+
+}  // namespace citycard::reports
