@@ -1,0 +1,109 @@
+// The simulated city of a virtual-time run: cards, buses with validators and PSAMs, the
+// simulated GPRS network and the embedded backend, on one event loop driven by one seed.
+//
+// The world owns everything and reports through the trace; the Lua API (lua_api.cpp) only
+// configures and drives it. Single-threaded.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "citycard/backend/backend.h"
+#include "citycard/devices/bus_validator.h"
+#include "citycard/devices/cpu_card.h"
+#include "citycard/devices/psam.h"
+#include "citycard/protocol/status.h"
+#include "citycard/reports/trace.h"
+#include "citycard/sim/event_loop.h"
+#include "citycard/sim/rng.h"
+#include "citycard/sim/transport.h"
+
+namespace citycard::scenarios {
+
+struct CityConfig {
+  std::int64_t start_epoch2000_s = 0;     // calendar time at virtual time zero
+  std::int64_t cards = 1000;
+  std::int64_t balance_fen_min = 500;
+  std::int64_t balance_fen_max = 10'000;
+  std::int64_t routes = 2;
+  std::int64_t buses_per_route = 3;
+  std::int64_t fare_fen = 200;
+  std::string operator_id = "bus-co-1";
+  sim::NetworkOptions network;
+  std::int64_t upload_interval_us = 60'000'000;
+  std::int64_t batch_size_max = 100;
+
+  // Limits: a scenario asking for more is refused with a message, not run out of memory.
+  static constexpr std::int64_t kCardsMax = 50'000'000;
+  static constexpr std::int64_t kBusesMax = 100'000;
+  Status validate() const;
+};
+
+struct WorldStats {
+  std::uint64_t taps = 0;
+  std::uint64_t swipes = 0;                  // sales made
+  std::uint64_t refusals = 0;
+  std::uint64_t refusals_insufficient = 0;
+  std::int64_t validator_amount_fen = 0;     // sum of fares the validators took
+  std::uint64_t uploaded_records = 0;        // accepted by the backend, per the acks
+  std::uint64_t duplicate_records = 0;
+  std::uint64_t rejected_records = 0;
+  std::uint64_t queued_records = 0;          // still on the buses
+  std::uint64_t batches_acked = 0;
+  std::uint64_t upload_failures = 0;
+  std::int64_t backend_amount_fen = 0;       // cleared by the backend, all operators
+  std::uint64_t network_messages = 0;
+  std::uint64_t network_lost = 0;
+};
+
+class World {
+ public:
+  // `db_path`: the backend's SQLite file (":memory:" for none).
+  World(std::uint64_t seed, reports::TraceWriter& trace, std::string db_path);
+  ~World();
+
+  Status build(const CityConfig& config);
+  bool built() const { return backend_ != nullptr; }
+
+  // Poisson arrivals of taps between two virtual times, each a random card on a random bus.
+  Status add_phase(std::int64_t from_us, std::int64_t to_us, double swipes_per_hour);
+  Status run_until(std::int64_t t_us);
+  // Runs until every bus has uploaded everything and no batch is in flight, or `max_us` of
+  // virtual time has passed (kTimeout).
+  Status drain(std::int64_t max_us);
+
+  WorldStats stats() const;
+  Status conservation() const;
+  backend::Backend& backend() { return *backend_; }
+  sim::EventLoop& loop() { return loop_; }
+  const CityConfig& config() const { return config_; }
+
+ private:
+  struct Bus;
+  class TracingChannel;
+  void tap(std::size_t card_index, std::size_t bus_index);
+  void schedule_poll(std::size_t bus_index, std::int64_t at_us);
+  void schedule_arrival(std::int64_t from_us, std::int64_t to_us, double mean_gap_us);
+
+  std::uint64_t seed_;
+  reports::TraceWriter& trace_;
+  std::string db_path_;
+  sim::EventLoop loop_;
+  sim::Rng rng_;
+  sim::Rng demand_rng_;
+  CityConfig config_;
+  std::unique_ptr<backend::Backend> backend_;
+  std::unique_ptr<sim::SimNetwork> network_;
+  std::vector<devices::CpuCard> cards_;
+  std::vector<std::unique_ptr<Bus>> buses_;
+  WorldStats stats_;
+};
+
+// "2026-11-23 07:00" or "2026-11-23 07:00:30" -> seconds since 2000-01-01; false if malformed.
+bool parse_calendar(const std::string& text, std::int64_t& epoch2000_s);
+// "07:30" or "07:30:15" -> seconds since midnight; false if malformed.
+bool parse_time_of_day(const std::string& text, std::int64_t& seconds);
+
+}  // namespace citycard::scenarios

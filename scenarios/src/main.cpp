@@ -1,0 +1,188 @@
+// citycard: the command line. Each subcommand is a function here; the work is in the
+// libraries.
+#include <sys/stat.h>
+
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <boost/program_options.hpp>
+
+#include "citycard/reports/report.h"
+#include "citycard/scenarios/runner.h"
+#include "citycard/scenarios/serve.h"
+#include "citycard/hil/nfc.h"
+#include "citycard/sim/clock.h"
+
+namespace po = boost::program_options;
+namespace fs = std::filesystem;
+using namespace citycard;
+
+namespace {
+
+constexpr const char* kUsage = R"(usage: citycard <command> [options]
+
+commands:
+  run SCENARIO.lua|FOLDER   run a scenario (or every scenario in a folder) in virtual time
+                            with the embedded backend; prints a summary, writes reports
+  report RUN_DIR            render a run's reports again from its trace
+  backend                   serve the clearing centre on a ZeroMQ endpoint
+  nfc list                  list the libnfc readers this machine can see
+
+`citycard <command> --help` shows a command's options.
+)";
+
+std::string default_run_dir() {
+  char buf[64];
+  const std::time_t t = static_cast<std::time_t>(sim::unix_time_s());
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  std::strftime(buf, sizeof buf, "runs/%Y%m%d-%H%M%S", &tm);
+  return buf;
+}
+
+// The scenario library root: the folder holding lib/. For scenarios/x.lua that is scenarios/.
+std::string lib_root_for(const fs::path& scenario) {
+  fs::path dir = fs::is_directory(scenario) ? scenario : scenario.parent_path();
+  for (fs::path p = dir; !p.empty(); p = p.parent_path()) {
+    if (fs::is_directory(p / "lib")) return p.string();
+    if (p == p.parent_path()) break;
+  }
+  return dir.empty() ? "." : dir.string();
+}
+
+int cmd_run(const std::vector<std::string>& args) {
+  po::options_description opts("citycard run SCENARIO.lua|FOLDER [options]");
+  std::string seed_text, out, tags;
+  std::uint64_t instructions_max = 0;
+  std::int64_t wall_s_max = 0;
+  opts.add_options()("help,h", "this help")(
+      "seed", po::value(&seed_text), "the run's seed (an integer); default: the scenario's, else 1")(
+      "out", po::value(&out), "run folder for reports (default runs/<UTC timestamp>)")(
+      "tags", po::value(&tags), "for a folder: only scenarios with one of these tags (a,b)")(
+      "instructions-max", po::value(&instructions_max), "Lua instruction budget")(
+      "wall-s-max", po::value(&wall_s_max), "wall-time limit per scenario, seconds");
+  po::options_description hidden;
+  std::string path;
+  hidden.add_options()("scenario", po::value(&path));
+  po::options_description all;
+  all.add(opts).add(hidden);
+  po::positional_options_description pos;
+  pos.add("scenario", 1);
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "citycard run: " << e.what() << "\n" << opts;
+    return scenarios::kExitUsageOrScript;
+  }
+  if (vm.count("help") || path.empty()) {
+    std::cout << opts;
+    return path.empty() && !vm.count("help") ? scenarios::kExitUsageOrScript : 0;
+  }
+  if (!fs::exists(path)) {
+    std::cerr << "citycard run: no such scenario file or folder: " << path << "\n";
+    return scenarios::kExitUsageOrScript;
+  }
+  scenarios::RunOptions ro;
+  ro.scenario_path = path;
+  ro.out_dir = out.empty() ? default_run_dir() : out;
+  ro.lib_root = lib_root_for(path);
+  if (!seed_text.empty()) {
+    try {
+      std::size_t used = 0;
+      ro.seed = std::stoull(seed_text, &used);
+      if (used != seed_text.size()) throw std::invalid_argument(seed_text);
+    } catch (const std::exception&) {
+      std::cerr << "citycard run: --seed takes a non-negative integer, not '" << seed_text << "'\n";
+      return scenarios::kExitUsageOrScript;
+    }
+  }
+  for (std::size_t start = 0; start < tags.size();) {
+    std::size_t comma = tags.find(',', start);
+    if (comma == std::string::npos) comma = tags.size();
+    if (comma > start) ro.tags.push_back(tags.substr(start, comma - start));
+    start = comma + 1;
+  }
+  if (instructions_max) ro.limits.instructions_max = instructions_max;
+  if (wall_s_max) ro.limits.wall_ms_max = wall_s_max * 1000;
+
+  if (fs::is_directory(path)) {
+    std::vector<scenarios::RunOutcome> outcomes;
+    const int rc = scenarios::run_folder(ro, outcomes);
+    std::size_t ran = 0, passed = 0;
+    for (const auto& o : outcomes) {
+      if (o.skipped) continue;
+      ++ran;
+      passed += o.exit_code == 0 ? 1 : 0;
+      std::printf("%-28s %s  (%zu/%zu expectations, seed %llu, digest %.16s)\n",
+                  o.summary.scenario.c_str(), o.exit_code == 0 ? "PASS" : "FAIL",
+                  o.summary.passed(), o.summary.expectations.size(),
+                  static_cast<unsigned long long>(o.summary.seed), o.summary.trace_digest.c_str());
+    }
+    std::printf("%zu scenarios: %zu passed, %zu failed\nreports: %s/junit.xml\n", ran, passed,
+                ran - passed, ro.out_dir.c_str());
+    return rc;
+  }
+  scenarios::RunOutcome o = scenarios::run_scenario(ro);
+  std::cout << reports::human_summary(o.summary);
+  std::cout << "reports: " << ro.out_dir << "/report.html, " << ro.out_dir << "/junit.xml\n";
+  return o.exit_code;
+}
+
+int cmd_report(const std::vector<std::string>& args) {
+  if (args.size() != 1 || args[0] == "--help" || args[0] == "-h") {
+    std::cerr << "usage: citycard report RUN_DIR\n";
+    return 2;
+  }
+  if (Status s = reports::render_run(args[0]); !s) {
+    std::cerr << "citycard report: " << s.to_string() << "\n";
+    return 2;
+  }
+  std::cout << "wrote " << args[0] << "/report.html and " << args[0] << "/junit.xml\n";
+  return 0;
+}
+
+int cmd_nfc(const std::vector<std::string>& args) {
+  if (args.empty() || args[0] != "list") {
+    std::cerr << "usage: citycard nfc list\n";
+    return 2;
+  }
+  auto ctx = hil::NfcContext::create();
+  if (!ctx) {
+    std::cerr << "citycard nfc: " << ctx.status().to_string() << "\n";
+    return 2;
+  }
+  const auto readers = (*ctx)->list_readers();
+  std::printf("libnfc %s: %zu reader(s)\n", hil::libnfc_version(), readers.size());
+  for (const auto& r : readers) std::printf("  %s\n", r.c_str());
+  if (readers.empty()) {
+    std::printf("  (none found; give one explicitly with LIBNFC_DEVICE=pn532_uart:/dev/ttyUSB0)\n");
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::cerr << kUsage;
+    return 2;
+  }
+  const std::string cmd = argv[1];
+  std::vector<std::string> args(argv + 2, argv + argc);
+  if (cmd == "run") return cmd_run(args);
+  if (cmd == "report") return cmd_report(args);
+  if (cmd == "backend") return scenarios::cmd_backend(args);
+  if (cmd == "nfc") return cmd_nfc(args);
+  if (cmd == "--help" || cmd == "-h" || cmd == "help") {
+    std::cout << kUsage;
+    return 0;
+  }
+  std::cerr << "citycard: unknown command '" << cmd << "'\n" << kUsage;
+  return 2;
+}

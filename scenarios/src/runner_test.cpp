@@ -1,0 +1,170 @@
+#include "citycard/scenarios/runner.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "citycard/reports/report.h"
+
+namespace citycard::scenarios {
+namespace {
+
+namespace fs = std::filesystem;
+
+class Runner : public ::testing::Test {
+ protected:
+  // Writes a scenario into a fresh folder with the real scenario library beside it.
+  std::string scenario(const std::string& name, const std::string& code) {
+    dir = ::testing::TempDir() + "runner_" +
+          ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    fs::remove_all(dir);
+    fs::create_directories(dir + "/lib");
+    fs::copy_file(std::string(CITYCARD_SOURCE_DIR) + "/scenarios/lib/fares.lua",
+                  dir + "/lib/fares.lua");
+    std::ofstream(dir + "/" + name) << code;
+    return dir + "/" + name;
+  }
+  RunOutcome run(const std::string& path, std::uint64_t seed, const std::string& out) {
+    RunOptions o;
+    o.scenario_path = path;
+    o.seed = seed;
+    o.out_dir = dir + "/" + out;
+    o.lib_root = dir;
+    return run_scenario(o);
+  }
+  std::string dir;
+};
+
+const char* kSmallCity = R"(
+describe { name = "small", desc = "test city", tags = { "t" } }
+city { start = "2026-11-23 07:00", cards = { count = 150, balance_fen = { min = 100, max = 3000 } },
+       routes = { count = 2, buses_per_route = 2, fare_fen = 200 }, upload_interval_s = 30 }
+phase { from = "07:00", to = "07:20", swipes_per_hour = 3000 }
+run_until "07:20"
+drain()
+local s = stats()
+)";
+
+TEST_F(Runner, PassingScenarioWritesEveryReport) {
+  auto o = run(scenario("ok.lua", std::string(kSmallCity) +
+                                      "expect('swipes', s.swipes > 100)\n"
+                                      "expect('balanced', ledger().balanced)\n"),
+               7, "run");
+  EXPECT_EQ(o.exit_code, kExitPass) << o.summary.error;
+  EXPECT_EQ(o.summary.scenario, "small");
+  EXPECT_EQ(o.summary.failed(), 0u);
+  EXPECT_GT(o.summary.swipes, 100u);
+  EXPECT_TRUE(o.summary.ledger_balanced);
+  for (const char* f : {"trace.jsonl", "summary.json", "junit.xml", "report.html"}) {
+    EXPECT_TRUE(fs::exists(dir + "/run/" + f)) << f;
+  }
+  auto json = reports::read_text_file(dir + "/run/summary.json");
+  for (const char* key : {"\"seed\"", "\"swipes\"", "\"swipes_per_s_wall\"",
+                          "\"virtual_duration_s\"", "\"trace_digest\"", "\"balanced\""}) {
+    EXPECT_NE(json->find(key), std::string::npos) << key;
+  }
+}
+
+TEST_F(Runner, FailedExpectationExitsOneAndNamesTheReplay) {
+  auto o = run(scenario("fail.lua", std::string(kSmallCity) +
+                                        "expect('impossible', s.swipes < 0, 'swipes were ' .. s.swipes)\n"),
+               9, "run");
+  EXPECT_EQ(o.exit_code, kExitFail);
+  ASSERT_EQ(o.summary.failed(), 1u);
+  const auto& e = o.summary.expectations.front();
+  EXPECT_EQ(e.name, "impossible");
+  EXPECT_NE(e.message.find("swipes were"), std::string::npos);
+  EXPECT_NE(e.where.find("fail.lua:9"), std::string::npos) << e.where;
+  EXPECT_NE(o.summary.replay_command.find("--seed 9"), std::string::npos);
+  auto junit = reports::read_text_file(dir + "/run/junit.xml");
+  EXPECT_NE(junit->find("<failure"), std::string::npos);
+}
+
+TEST_F(Runner, SyntaxErrorExitsTwoWithFileAndLineAndMovesNoMoney) {
+  auto o = run(scenario("syntax.lua", "describe { name = 'x' }\nlocal = 5\n"), 1, "run");
+  EXPECT_EQ(o.exit_code, kExitUsageOrScript);
+  EXPECT_NE(o.summary.error.find("syntax.lua:2:"), std::string::npos) << o.summary.error;
+  EXPECT_EQ(o.summary.swipes, 0u);
+}
+
+TEST_F(Runner, RuntimeErrorMidRunExitsTwoAndTheLedgerStillBalances) {
+  auto o = run(scenario("boom.lua", std::string(kSmallCity) + "local x = nil\nlocal y = x.field\n"),
+               1, "run");
+  EXPECT_EQ(o.exit_code, kExitUsageOrScript);
+  EXPECT_NE(o.summary.error.find("boom.lua:10:"), std::string::npos) << o.summary.error;
+  EXPECT_TRUE(o.summary.ledger_balanced);  // the automatic check ran after the error
+}
+
+TEST_F(Runner, BadApiArgumentsAreScriptErrorsWithLine) {
+  auto o = run(scenario("badarg.lua", "city { cards = { count = 'many' } }\n"), 1, "run");
+  EXPECT_EQ(o.exit_code, kExitUsageOrScript);
+  EXPECT_NE(o.summary.error.find("badarg.lua:1:"), std::string::npos) << o.summary.error;
+  EXPECT_NE(o.summary.error.find("'count' must be a number"), std::string::npos);
+  auto p = run(scenario("badphase.lua", std::string(kSmallCity) +
+                                            "phase { from = '06:00', to = '07:00', "
+                                            "swipes_per_hour = 1 }\n"),
+               1, "run2");
+  EXPECT_NE(p.summary.error.find("before the city's start"), std::string::npos);
+}
+
+TEST_F(Runner, NoExpectationIsNotAPass) {
+  auto o = run(scenario("empty.lua", "describe { name = 'empty' }\n"), 1, "run");
+  EXPECT_NE(o.exit_code, kExitPass);
+  EXPECT_NE(o.summary.error.find("no expectation"), std::string::npos);
+}
+
+TEST_F(Runner, SameSeedSameDigestAcrossRuns) {
+  const std::string path = scenario("det.lua", std::string(kSmallCity) +
+                                                   "expect('random is seeded', math.random(1, 10) > 0)\n");
+  auto a = run(path, 42, "a");
+  auto b = run(path, 42, "b");
+  auto c = run(path, 43, "c");
+  EXPECT_EQ(a.summary.trace_digest, b.summary.trace_digest);
+  EXPECT_NE(a.summary.trace_digest, c.summary.trace_digest);
+  EXPECT_EQ(a.summary.trace_digest.size(), 64u);
+}
+
+TEST_F(Runner, FolderRunsEveryScenarioIntoOneJunitAndFiltersByTag) {
+  scenario("a.lua", std::string(kSmallCity) + "expect('ok', true)\n");
+  std::ofstream(dir + "/b.lua") << "describe { name = 'b', tags = { 'other' } }\nexpect('ok', true)\n";
+  RunOptions o;
+  o.scenario_path = dir;
+  o.out_dir = dir + "/suite";
+  o.lib_root = dir;
+  std::vector<RunOutcome> outcomes;
+  EXPECT_EQ(run_folder(o, outcomes), kExitPass);
+  ASSERT_EQ(outcomes.size(), 2u);
+  auto junit = reports::read_text_file(dir + "/suite/junit.xml");
+  EXPECT_NE(junit->find("testsuite name=\"small\""), std::string::npos);
+  EXPECT_NE(junit->find("testsuite name=\"b\""), std::string::npos);
+
+  o.out_dir = dir + "/tagged";
+  o.tags = {"other"};
+  outcomes.clear();
+  EXPECT_EQ(run_folder(o, outcomes), kExitPass);
+  EXPECT_TRUE(outcomes[0].skipped);
+  EXPECT_FALSE(outcomes[1].skipped);
+}
+
+// The CLI itself, as a user runs it: exit codes and the summary's last line.
+TEST(Cli, RunPrintsSummaryEndingInDigestAndExitCodes) {
+  const std::string bin = std::string(CITYCARD_BINARY_DIR) + "/citycard";
+  const std::string out = ::testing::TempDir() + "cli_run";
+  const std::string cmd = bin + " run " + CITYCARD_SOURCE_DIR + "/scenarios/smoke.lua --seed 3 --out " +
+                          out + " > " + out + ".txt 2>&1";
+  EXPECT_EQ(WEXITSTATUS(std::system(cmd.c_str())), 0);
+  auto text = reports::read_text_file(out + ".txt");
+  ASSERT_TRUE(text.is_ok());
+  EXPECT_NE(text->find("trace digest: "), std::string::npos) << *text;
+  EXPECT_NE(text->find("verdict:     PASS"), std::string::npos) << *text;
+  EXPECT_EQ(WEXITSTATUS(std::system((bin + " run /nonexistent.lua >/dev/null 2>&1").c_str())), 2);
+  EXPECT_EQ(WEXITSTATUS(std::system((bin + " run " + CITYCARD_SOURCE_DIR +
+                                     "/scenarios/smoke.lua --seed abc >/dev/null 2>&1")
+                                        .c_str())),
+            2);
+  EXPECT_EQ(WEXITSTATUS(std::system((bin + " frobnicate >/dev/null 2>&1").c_str())), 2);
+}
+
+}  // namespace
+}  // namespace citycard::scenarios
