@@ -10,6 +10,8 @@ const char* sw_name(std::uint16_t s) {
     case sw::kBlockedSelected: return "application blocked (6283)";
     case sw::kBlockedTerminated: return "application terminated (6284)";
     case sw::kWrongLength: return "wrong length";
+    case sw::kWrongOffset: return "offset outside the file";
+    case sw::kReferencedDataNotFound: return "referenced data not found";
     case sw::kSecurityNotSatisfied: return "security status not satisfied";
     case sw::kAuthBlocked: return "authentication blocked";
     case sw::kConditionsNotSatisfied: return "conditions of use not satisfied";
@@ -33,7 +35,7 @@ Bytes Command::encode() const {
   Bytes out{cla, ins, p1, p2};
   out.reserve(5 + data.size() + 1);
   if (!data.empty()) {
-    assert(data.size() <= 255);
+    CITYCARD_CHECK(data.size() <= 255, "short APDU data is at most 255 bytes");
     out.push_back(static_cast<std::uint8_t>(data.size()));
     put_bytes(out, data);
   }

@@ -33,7 +33,7 @@ std::uint8_t bcd(int v) { return static_cast<std::uint8_t>(((v / 10) << 4) | (v 
 int unbcd(std::uint8_t b) { return (b >> 4) * 10 + (b & 0x0f); }
 
 // Days from 1970-01-01 for a proleptic Gregorian date (Howard Hinnant's algorithm).
-std::int64_t days_from_civil(int y, unsigned m, unsigned d) {
+constexpr std::int64_t days_from_civil(int y, unsigned m, unsigned d) {
   y -= m <= 2;
   const std::int64_t era = (y >= 0 ? y : y - 399) / 400;
   const unsigned yoe = static_cast<unsigned>(y - era * 400);
@@ -52,7 +52,9 @@ void civil_from_days(std::int64_t z, int& y, unsigned& m, unsigned& d) {
   m = mp < 10 ? mp + 3 : mp - 9;
   y = static_cast<int>(yoe) + static_cast<int>(era) * 400 + (m <= 2);
 }
-const std::int64_t kEpoch2000Days = days_from_civil(2000, 1, 1);
+// constexpr: other files' static initialisers may convert dates before this file's run.
+constexpr std::int64_t kEpoch2000Days = days_from_civil(2000, 1, 1);
+static_assert(kEpoch2000Days == 10957);
 }  // namespace
 
 DateTime7 datetime_from_epoch2000(std::int64_t seconds) {

@@ -1,6 +1,6 @@
 #include "citycard/sim/event_loop.h"
 
-#include <cassert>
+#include "citycard/protocol/check.h"
 #include <cstdio>
 #include <cstdlib>
 
@@ -19,7 +19,7 @@ bool EventLoop::process_one() {
   // priority_queue::top is const; move the action out before popping.
   Event ev = std::move(const_cast<Event&>(queue_.top()));
   queue_.pop();
-  assert(ev.at_us >= now_us_ && "time went backwards");
+  CITYCARD_CHECK(ev.at_us >= now_us_, "time went backwards");
   now_us_ = ev.at_us;
   ++processed_;
   ev.action();

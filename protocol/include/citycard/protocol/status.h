@@ -2,10 +2,11 @@
 // Programmer errors are assertions, not Status values.
 #pragma once
 
-#include <cassert>
 #include <string>
 #include <utility>
 #include <variant>
+
+#include "citycard/protocol/check.h"
 
 namespace citycard {
 
@@ -51,22 +52,22 @@ class [[nodiscard]] Result {
  public:
   Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
   Result(Status status) : v_(std::move(status)) {  // NOLINT
-    assert(!std::get<Status>(v_).is_ok() && "a Result error must not be ok");
+    CITYCARD_CHECK(!std::get<Status>(v_).is_ok(), "a Result error must not be ok");
   }
   Result(Errc code, std::string message) : v_(Status(code, std::move(message))) {}
 
   bool is_ok() const { return std::holds_alternative<T>(v_); }
   explicit operator bool() const { return is_ok(); }
   T& value() & {
-    assert(is_ok());
+    CITYCARD_CHECK(is_ok(), "value() of a Result that holds an error");
     return std::get<T>(v_);
   }
   const T& value() const& {
-    assert(is_ok());
+    CITYCARD_CHECK(is_ok(), "value() of a Result that holds an error");
     return std::get<T>(v_);
   }
   T&& value() && {
-    assert(is_ok());
+    CITYCARD_CHECK(is_ok(), "value() of a Result that holds an error");
     return std::get<T>(std::move(v_));
   }
   T* operator->() { return &value(); }
