@@ -1,0 +1,108 @@
+// The embedded clearing centre: one object that owns the Store and every component over it,
+// and the Service that terminals talk to.
+//
+// Contract:
+// - Backend::open opens (or creates) the database at `db_path` (":memory:" for a throwaway
+//   one), migrates its schema, loads or creates the issuer keys from `options.key_seed`, and
+//   opens the fixed ledger accounts. Reopening the same path restores everything: keys, cards,
+//   terminals, ledger, swipes and processed batches (so a replayed batch is still a
+//   duplicate). Opening a database made with another key seed is refused.
+// - Time comes only from `clock` (through a Calendar); the clock must outlive the Backend.
+// - check_conservation() checks the invariants that must hold at every moment.
+//
+// Threads: single-threaded. One caller at a time, whether that is a scenario, a test, or the
+// thread running a ZmqServer over service(). Components are owned by the Backend; references
+// handed out live as long as it does.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "citycard/backend/calendar.h"
+#include "citycard/backend/clearing.h"
+#include "citycard/backend/ingest.h"
+#include "citycard/backend/issuance.h"
+#include "citycard/backend/keys.h"
+#include "citycard/backend/ledger.h"
+#include "citycard/backend/service.h"
+#include "citycard/backend/store.h"
+#include "citycard/protocol/personalisation.h"
+#include "citycard/protocol/status.h"
+#include "citycard/sim/clock.h"
+
+namespace citycard::backend {
+
+struct BackendOptions {
+  std::uint64_t key_seed = 1;  // the run's seed (or a fork of it): same seed, same keys
+  // The calendar second (since 2000-01-01) at which the clock reads zero.
+  std::int64_t clock_origin_epoch2000_s = kDefaultClockOriginEpoch2000S;
+  StoreOptions store;
+  IssuanceOptions issuance;
+  IngestOptions ingest;
+};
+
+// For the run summary: counts since this process opened the backend.
+struct BackendCounters {
+  IngestCounters ingest;
+  std::uint64_t requests = 0;       // frames handled by the Service
+  std::uint64_t error_replies = 0;  // of which answered with an ErrorReply
+};
+
+class Backend {
+ public:
+  // Hard limit on IngestOptions::max_batch_records: a larger batch would not fit a wire frame.
+  static constexpr std::size_t kMaxBatchRecordsLimit = 20'000;
+
+  static Result<std::unique_ptr<Backend>> open(const std::string& db_path, BackendOptions options,
+                                               const sim::Clock& clock);
+  ~Backend();
+  Backend(const Backend&) = delete;
+  Backend& operator=(const Backend&) = delete;
+
+  Result<protocol::CardImage> issue_card(const CardParams& params) {
+    return issuance_->issue_card(params);
+  }
+  Result<protocol::PsamImage> register_terminal(const TerminalParams& params) {
+    return issuance_->register_terminal(params);
+  }
+  IngestResult upload(const citycard::wire::UploadBatch& batch) { return ingest_->ingest(batch); }
+
+  // Conservation: the books verify (each account equals its entries, every posting and the
+  // trial balance sum to zero); card_float == -(sum of believed card balances); deposits ==
+  // -(sum of card deposits); every operator's payable equals its cleared swipes. Names the
+  // first difference.
+  Status check_conservation() const;
+  BackendCounters counters() const;
+
+  Store& store() { return *store_; }
+  Ledger& ledger() { return *ledger_; }
+  const Ledger& ledger() const { return *ledger_; }
+  Keys& keys() { return *keys_; }
+  Issuance& issuance() { return *issuance_; }
+  const Issuance& issuance() const { return *issuance_; }
+  Ingest& ingest() { return *ingest_; }
+  const Ingest& ingest() const { return *ingest_; }
+  Clearing& clearing() { return *clearing_; }
+  const Clearing& clearing() const { return *clearing_; }
+  Service& service() { return *service_; }
+  const Calendar& calendar() const { return calendar_; }
+  const BackendOptions& options() const { return options_; }
+
+ private:
+  Backend(BackendOptions options, const sim::Clock& clock);
+
+  BackendOptions options_;
+  Calendar calendar_;
+  // Declared in dependency order, so they are destroyed before what they refer to.
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<Keys> keys_;
+  std::unique_ptr<Ledger> ledger_;
+  std::unique_ptr<Issuance> issuance_;
+  std::unique_ptr<Ingest> ingest_;
+  std::unique_ptr<Clearing> clearing_;
+  std::unique_ptr<Service> service_;
+};
+
+}  // namespace citycard::backend

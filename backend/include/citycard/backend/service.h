@@ -1,0 +1,46 @@
+// The backend's request handler: framed wire messages in, framed replies out. The same
+// object serves the simulated network (virtual time) and a sim::ZmqServer (wall time).
+//
+// Contract: every request gets exactly one reply envelope echoing its request_id (0 when the
+// frame could not be decoded). UploadBatch -> UploadAck, or ErrorReply with the code that
+// refused the batch (nothing changed; the terminal keeps the batch); BalanceQuery ->
+// BalanceReply, or ErrorReply UNKNOWN_CARD / MALFORMED; Ping -> Pong. A frame that does not
+// decode -> ErrorReply MALFORMED (REJECTED when over the size limit); any other message ->
+// ErrorReply UNSUPPORTED. handle() never throws and never moves money on bad input.
+//
+// Threads: handle() runs on the server's thread; the Backend behind it must not be used from
+// another thread at the same time.
+#pragma once
+
+#include <cstdint>
+
+#include "citycard/backend/ingest.h"
+#include "citycard/backend/issuance.h"
+#include "citycard/protocol/bytes.h"
+#include "citycard/protocol/wire.h"
+#include "citycard/sim/transport.h"
+
+namespace citycard::backend {
+
+class Service final : public sim::RequestHandler {
+ public:
+  Service(Ingest& ingest, Issuance& issuance) : ingest_(ingest), issuance_(issuance) {}
+
+  Bytes handle(ByteView frame) override;
+  // The same, for an envelope already decoded (in-process callers).
+  citycard::wire::Envelope handle_envelope(const citycard::wire::Envelope& request);
+
+  std::uint64_t requests() const { return requests_; }
+  std::uint64_t error_replies() const { return error_replies_; }
+
+ private:
+  citycard::wire::Envelope dispatch(const citycard::wire::Envelope& request);
+  citycard::wire::Envelope balance(const citycard::wire::Envelope& request);
+
+  Ingest& ingest_;
+  Issuance& issuance_;
+  std::uint64_t requests_ = 0;
+  std::uint64_t error_replies_ = 0;
+};
+
+}  // namespace citycard::backend

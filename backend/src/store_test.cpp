@@ -1,0 +1,222 @@
+#include "citycard/backend/store.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "schema.h"
+#include "test_city.h"
+
+namespace citycard::backend {
+namespace {
+
+constexpr Migration kTwoSteps[] = {
+    {1, "CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER NOT NULL UNIQUE);"},
+    {2, "ALTER TABLE t ADD COLUMN note TEXT NOT NULL DEFAULT '';"},
+};
+
+std::unique_ptr<Store> open_or_die(const std::string& path, StoreOptions o = {}) {
+  auto s = Store::open(path, o);
+  EXPECT_TRUE(s.is_ok()) << s.status().to_string();
+  return s.is_ok() ? std::move(s).value() : nullptr;
+}
+
+std::int64_t count_rows(Store& s) {
+  auto q = s.query("SELECT count(*) FROM t");
+  auto row = q.step();
+  EXPECT_TRUE(row.is_ok() && *row);
+  return q.column_int64(0);
+}
+
+Status insert(Store& s, std::int64_t v) {
+  return s.query("INSERT INTO t(v) VALUES (?1)").bind(1, v).run();
+}
+
+TEST(Store, MigratesInOrderAndRecordsTheVersion) {
+  auto s = open_or_die(":memory:");
+  ASSERT_TRUE(s->migrate(std::span(kTwoSteps, 1)).is_ok());
+  EXPECT_EQ(*s->schema_version(), 1);
+  ASSERT_TRUE(s->migrate(kTwoSteps).is_ok());
+  EXPECT_EQ(*s->schema_version(), 2);
+  EXPECT_TRUE(s->exec("INSERT INTO t(v, note) VALUES (1, 'x')").is_ok());
+  ASSERT_TRUE(s->migrate(kTwoSteps).is_ok());  // idempotent
+  EXPECT_EQ(count_rows(*s), 1);
+}
+
+TEST(Store, RefusesADatabaseFromANewerBuild) {
+  auto s = open_or_die(":memory:");
+  ASSERT_TRUE(s->migrate(kTwoSteps).is_ok());
+  const Status st = s->migrate(std::span(kTwoSteps, 1));
+  EXPECT_EQ(st.code(), Errc::kInvalidArgument) << st.to_string();
+}
+
+TEST(Store, AFailedMigrationLeavesTheVersionAlone) {
+  auto s = open_or_die(":memory:");
+  constexpr Migration kBad[] = {{1, "CREATE TABLE a(x); CREATE TABLE a(x);"}};
+  EXPECT_FALSE(s->migrate(kBad).is_ok());
+  EXPECT_EQ(*s->schema_version(), 0);
+  EXPECT_FALSE(s->exec("SELECT * FROM a").is_ok());  // the first CREATE rolled back too
+}
+
+TEST(Store, TransactionGuardRollsBackUnlessCommitted) {
+  auto s = open_or_die(":memory:");
+  ASSERT_TRUE(s->migrate(kTwoSteps).is_ok());
+  {
+    auto txn = s->begin();
+    ASSERT_TRUE(txn.is_ok());
+    ASSERT_TRUE(insert(*s, 1).is_ok());
+  }
+  EXPECT_EQ(count_rows(*s), 0);
+  EXPECT_FALSE(s->in_transaction());
+  {
+    auto txn = s->begin();
+    ASSERT_TRUE(insert(*s, 1).is_ok());
+    ASSERT_TRUE(txn->commit().is_ok());
+  }
+  EXPECT_EQ(count_rows(*s), 1);
+}
+
+TEST(Store, NestedTransactionsAreSavepoints) {
+  auto s = open_or_die(":memory:");
+  ASSERT_TRUE(s->migrate(kTwoSteps).is_ok());
+  {
+    auto outer = s->begin();
+    ASSERT_TRUE(insert(*s, 1).is_ok());
+    {
+      auto inner = s->begin();
+      ASSERT_TRUE(insert(*s, 2).is_ok());
+      // dropped: only the inner insert goes
+    }
+    {
+      auto inner = s->begin();
+      ASSERT_TRUE(insert(*s, 3).is_ok());
+      ASSERT_TRUE(inner->commit().is_ok());
+    }
+    EXPECT_EQ(count_rows(*s), 2);
+    ASSERT_TRUE(outer->commit().is_ok());
+  }
+  EXPECT_EQ(count_rows(*s), 2);
+  {
+    auto outer = s->begin();
+    auto inner = s->begin();
+    ASSERT_TRUE(insert(*s, 4).is_ok());
+    ASSERT_TRUE(inner->commit().is_ok());
+    // the outer one is dropped: the committed savepoint goes with it
+  }
+  EXPECT_EQ(count_rows(*s), 2);
+}
+
+TEST(Store, ConstraintViolationIsADuplicateStatusNotACrash) {
+  auto s = open_or_die(":memory:");
+  ASSERT_TRUE(s->migrate(kTwoSteps).is_ok());
+  ASSERT_TRUE(insert(*s, 7).is_ok());
+  const Status st = insert(*s, 7);
+  EXPECT_EQ(st.code(), Errc::kDuplicate) << st.to_string();
+  EXPECT_NE(st.message().find("UNIQUE"), std::string::npos) << st.message();
+  EXPECT_TRUE(insert(*s, 8).is_ok());  // the cached statement was reset and works again
+}
+
+TEST(Store, BadSqlIsAStatusAtStep) {
+  auto s = open_or_die(":memory:");
+  auto q = s->query("SELECT nonsense FROM nowhere");
+  auto row = q.step();
+  EXPECT_FALSE(row.is_ok());
+  EXPECT_EQ(row.status().code(), Errc::kInternal);
+}
+
+TEST(Store, CachesStatementsAndAllowsTheSameSqlNested) {
+  auto s = open_or_die(":memory:");
+  ASSERT_TRUE(s->migrate(kTwoSteps).is_ok());
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(insert(*s, i).is_ok());
+  const std::size_t cached = s->cached_statements();
+  for (int i = 5; i < 10; ++i) ASSERT_TRUE(insert(*s, i).is_ok());
+  EXPECT_EQ(s->cached_statements(), cached);
+
+  // An outer query still stepping, and the same SQL again inside: each gets its own statement.
+  const char* sql = "SELECT v FROM t WHERE v >= ?1 ORDER BY v";
+  auto outer = s->query(sql);
+  outer.bind(1, std::int64_t{8});
+  ASSERT_TRUE(*outer.step());
+  {
+    auto inner = s->query(sql);
+    inner.bind(1, std::int64_t{9});
+    ASSERT_TRUE(*inner.step());
+    EXPECT_EQ(inner.column_int64(0), 9);
+  }
+  EXPECT_EQ(outer.column_int64(0), 8);
+  ASSERT_TRUE(*outer.step());
+  EXPECT_EQ(outer.column_int64(0), 9);
+}
+
+TEST(Store, StatementCacheHasALimit) {
+  StoreOptions o;
+  o.statement_cache_max = 2;
+  auto s = open_or_die(":memory:", o);
+  for (int i = 0; i < 10; ++i) {
+    auto q = s->query("SELECT " + std::to_string(i));
+    ASSERT_TRUE(*q.step());
+    EXPECT_EQ(q.column_int64(0), i);
+  }
+  EXPECT_EQ(s->cached_statements(), 2u);
+}
+
+TEST(Store, BlobsTextAndNullRoundTrip) {
+  auto s = open_or_die(":memory:");
+  ASSERT_TRUE(s->exec("CREATE TABLE b(x BLOB, y TEXT, z INTEGER)").is_ok());
+  const Bytes blob{0x00, 0xff, 0x10};
+  ASSERT_TRUE(s->query("INSERT INTO b VALUES (?1, ?2, ?3)")
+                  .bind_blob(1, blob)
+                  .bind(2, std::string_view("公交\0x", 8))
+                  .bind_null(3)
+                  .run()
+                  .is_ok());
+  ASSERT_TRUE(s->query("INSERT INTO b VALUES (?1, '', 1)").bind_blob(1, Bytes{}).run().is_ok());
+  auto q = s->query("SELECT x, y, z, typeof(x) FROM b ORDER BY rowid");
+  ASSERT_TRUE(*q.step());
+  EXPECT_EQ(q.column_blob(0), blob);
+  EXPECT_EQ(q.column_text(1), std::string("公交\0x", 8));
+  EXPECT_TRUE(q.column_is_null(2));
+  ASSERT_TRUE(*q.step());
+  EXPECT_TRUE(q.column_blob(0).empty());
+  EXPECT_EQ(q.column_text(3), "blob");  // an empty blob is not NULL
+}
+
+TEST(Store, FileDatabaseIsWalFullSyncWithForeignKeysAndSurvivesReopen) {
+  testing::TempDir dir;
+  const std::string path = dir.file("store.db");
+  {
+    auto s = open_or_die(path);
+    ASSERT_TRUE(s->migrate(kTwoSteps).is_ok());
+    auto pragma = [&](const char* sql) {
+      auto q = s->query(sql);
+      EXPECT_TRUE(*q.step());
+      return q.column_text(0);
+    };
+    EXPECT_EQ(pragma("PRAGMA journal_mode"), "wal");
+    EXPECT_EQ(pragma("PRAGMA synchronous"), "2");  // FULL
+    EXPECT_EQ(pragma("PRAGMA foreign_keys"), "1");
+    ASSERT_TRUE(insert(*s, 42).is_ok());
+  }
+  auto s = open_or_die(path);
+  ASSERT_TRUE(s->migrate(kTwoSteps).is_ok());
+  EXPECT_EQ(*s->schema_version(), 2);
+  EXPECT_EQ(count_rows(*s), 1);
+}
+
+TEST(Store, ForeignKeysAreEnforced) {
+  auto s = open_or_die(":memory:");
+  ASSERT_TRUE(s->migrate(schema::migrations()).is_ok());
+  const Status st =
+      s->exec("INSERT INTO entries(posting_id, account_id, amount_fen) VALUES (999, 999, 5)");
+  EXPECT_EQ(st.code(), Errc::kDuplicate) << st.to_string();  // a constraint, FOREIGN KEY
+  EXPECT_NE(st.message().find("FOREIGN KEY"), std::string::npos) << st.message();
+}
+
+TEST(Store, UnopenablePathIsAnIoStatus) {
+  auto s = Store::open("/nonexistent-dir/for/sure/x.db");
+  ASSERT_FALSE(s.is_ok());
+  EXPECT_EQ(s.status().code(), Errc::kIo);
+}
+
+}  // namespace
+}  // namespace citycard::backend
