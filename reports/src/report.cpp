@@ -110,6 +110,8 @@ th,td{text-align:left;padding:5px 8px;border-bottom:1px solid #eef0f3}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 .ok{color:#15803d;font-weight:600} .bad{color:#b91c1c;font-weight:600}
 code{background:#f1f5f9;padding:2px 5px;border-radius:4px;font-size:13px}
+header code{background:rgba(0,0,0,.25);color:#fff}
+svg.chart{width:100%;height:auto;max-width:1000px;display:block;margin:4px 0 12px}
 .kpis{display:flex;gap:12px;flex-wrap:wrap}
 .kpi{flex:1;min-width:140px;background:#f1f5f9;border-radius:6px;padding:10px 12px}
 .kpi b{display:block;font-size:20px}

@@ -143,6 +143,10 @@ std::string line_chart(const Axes& a, const std::vector<Series>& series, int wid
 std::string bar_chart(const Axes& a, const std::vector<std::pair<std::string, double>>& bars,
                       int width, int height) {
   Frame f{width, height};
+  if (bars.size() > 12) {
+    f.h = height += 40;
+    f.bottom += 40;
+  }
   f.x0 = 0;
   f.x1 = static_cast<double>(bars.size());
   double ymax = 0;
@@ -161,9 +165,14 @@ std::string bar_chart(const Axes& a, const std::vector<std::pair<std::string, do
     o << "<rect x='" << x << "' y='" << y << "' width='" << slot * 0.7 << "' height='"
       << f.py(0) - y << "' fill='" << kPalette[0] << "'><title>" << escape(bars[i].first) << ": "
       << num(bars[i].second) << "</title></rect>";
-    if (bars.size() <= 24) {
+    if (bars.size() <= 12) {
       o << "<text x='" << x + slot * 0.35 << "' y='" << f.py(0) + 14
         << "' text-anchor='middle' class='tick'>" << escape(bars[i].first) << "</text>";
+    } else if (bars.size() <= 60) {
+      // Many bars: labels turned to read upwards, so neighbours do not collide.
+      const double lx = x + slot * 0.35, ly = f.py(0) + 6;
+      o << "<text x='" << lx << "' y='" << ly << "' transform='rotate(-60 " << lx << ' ' << ly
+        << ")' text-anchor='end' class='tick'>" << escape(bars[i].first) << "</text>";
     }
   }
   o << "</svg>";
