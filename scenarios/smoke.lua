@@ -8,6 +8,8 @@ describe {
   tags = { "smoke", "ci" },
 }
 
+local cleared = require "lib.clearing"
+
 local fares = require "lib.fares"
 
 city {
@@ -38,4 +40,4 @@ expect("the backend's takings equal the validators'", s.backend_amount_fen == s.
        ("backend %d fen, validators %d fen"):format(s.backend_amount_fen, s.validator_amount_fen))
 expect("ledger balanced", l.balanced, l.problem)
 expect("clearing per operator equals the validators' takings",
-       clearing().operators["bus-co-1"].amount_fen == s.validator_amount_fen)
+       cleared.operator("bus-co-1").amount_fen == s.validator_amount_fen)

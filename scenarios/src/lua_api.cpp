@@ -1,5 +1,8 @@
 #include "lua_api.h"
 
+#include <algorithm>
+#include <functional>
+#include <memory>
 #include <stdexcept>
 
 namespace citycard::scenarios {
@@ -29,6 +32,39 @@ std::int64_t virtual_us_of(ScenarioContext& c, const std::string& text) {
     throw std::invalid_argument("'" + text + "' is before the city's start time");
   }
   return (tod - c.start_time_of_day_s) * 1'000'000;
+}
+
+// "file.lua:12" of the calling Lua line.
+std::string where(lua_State* L) {
+  luaL_where(L, 1);
+  std::string w = lua_tostring(L, -1);
+  lua_pop(L, 1);
+  while (!w.empty() && (w.back() == ' ' || w.back() == ':')) w.pop_back();
+  return w;
+}
+
+// Calls a Lua function kept in the registry from inside the event loop. An error is kept and
+// the loop stopped; run_until/drain raise it in the script once the loop returns.
+void call_back(ScenarioContext& c, int ref, bool* result = nullptr) {
+  if (!c.callback_error.empty()) return;
+  lua_State* L = c.sandbox->state();
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+  const int rc = lua_pcall(L, 0, 1, 0);
+  if (rc != LUA_OK) {
+    c.callback_error = lua_tostring(L, -1) ? lua_tostring(L, -1) : "error in a callback";
+    lua_pop(L, 1);
+    c.world.loop().stop();
+    return;
+  }
+  if (result) *result = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+}
+
+void raise_callback_error(ScenarioContext& c) {
+  if (c.callback_error.empty()) return;
+  std::string e = std::move(c.callback_error);
+  c.callback_error.clear();
+  throw std::runtime_error("in a scheduled callback: " + e);
 }
 
 void set_int(lua_State* L, const char* key, std::int64_t v) {
@@ -139,7 +175,21 @@ int l_phase(lua_State* L) {
     const std::int64_t from = virtual_us_of(c, opt_string_field(L, 1, "from", ""));
     const std::int64_t to = virtual_us_of(c, opt_string_field(L, 1, "to", ""));
     const double rate = opt_number_field(L, 1, "swipes_per_hour", 0);
-    check(c.world.add_phase(from, to, rate));
+    std::vector<double> curve;
+    lua_getfield(L, 1, "curve");
+    if (lua_istable(L, -1)) {
+      const lua_Integer n = luaL_len(L, -1);
+      for (lua_Integer i = 1; i <= n && i <= 1001; ++i) {
+        lua_rawgeti(L, -1, i);
+        if (!lua_isnumber(L, -1)) throw std::invalid_argument("curve must be a list of numbers");
+        curve.push_back(lua_tonumber(L, -1));
+        lua_pop(L, 1);
+      }
+    } else if (!lua_isnil(L, -1)) {
+      throw std::invalid_argument("field 'curve' must be a list of weights");
+    }
+    lua_pop(L, 1);
+    check(c.world.add_phase(from, to, rate, curve));
     return 0;
   });
 }
@@ -149,7 +199,10 @@ int l_run_until(lua_State* L) {
   return guarded(L, [&] {
     ScenarioContext& c = ctx(L);
     if (lua_type(L, 1) != LUA_TSTRING) throw std::invalid_argument("run_until takes \"HH:MM\"");
-    check(c.world.run_until(virtual_us_of(c, lua_tostring(L, 1))));
+    const std::int64_t until = virtual_us_of(c, lua_tostring(L, 1));
+    Status s = c.world.run_until(until);
+    raise_callback_error(c);
+    check(s);
     return 0;
   });
 }
@@ -160,6 +213,7 @@ int l_drain(lua_State* L) {
     const lua_Integer max_s = lua_isnoneornil(L, 1) ? 3600 : lua_tointeger(L, 1);
     if (max_s <= 0) throw std::invalid_argument("drain takes a positive number of seconds");
     Status s = ctx(L).world.drain(max_s * 1'000'000);
+    raise_callback_error(ctx(L));
     lua_pushboolean(L, s.is_ok());
     if (s.is_ok()) return 1;
     lua_pushstring(L, s.message().c_str());
@@ -186,6 +240,13 @@ int l_stats(lua_State* L) {
     set_int(L, "backend_amount_fen", s.backend_amount_fen);
     set_int(L, "network_messages", static_cast<std::int64_t>(s.network_messages));
     set_int(L, "network_lost", static_cast<std::int64_t>(s.network_lost));
+    set_int(L, "network_duplicated", static_cast<std::int64_t>(s.network_duplicated));
+    set_int(L, "trips", static_cast<std::int64_t>(s.trips));
+    set_int(L, "transfers", static_cast<std::int64_t>(s.transfers));
+    set_int(L, "backend_crashes", static_cast<std::int64_t>(s.backend_crashes));
+    set_int(L, "max_clock_error_ms", s.max_clock_error_us / 1000);
+    lua_pushboolean(L, ctx(L).world.backend_up());
+    lua_setfield(L, -2, "backend_up");
     return 1;
   });
 }
@@ -195,6 +256,7 @@ int l_ledger(lua_State* L) {
   return guarded(L, [&] {
     ScenarioContext& c = ctx(L);
     if (!c.world.built()) throw std::invalid_argument("call city{} before ledger()");
+    if (!c.world.backend_up()) throw std::runtime_error("ledger(): the backend is down");
     const Status conserved = c.world.conservation();
     auto balances = c.world.backend().ledger().balances();
     check(balances.status());
@@ -217,6 +279,7 @@ int l_clearing(lua_State* L) {
   return guarded(L, [&] {
     ScenarioContext& c = ctx(L);
     if (!c.world.built()) throw std::invalid_argument("call city{} before clearing()");
+    if (!c.world.backend_up()) throw std::runtime_error("clearing(): the backend is down");
     auto ops = c.world.backend().clearing().by_operator();
     check(ops.status());
     auto routes = c.world.backend().clearing().by_route();
@@ -254,17 +317,163 @@ int l_expect(lua_State* L) {
     e.name = lua_tostring(L, 1);
     e.passed = lua_toboolean(L, 2);
     if (!e.passed && lua_type(L, 3) == LUA_TSTRING) e.message = lua_tostring(L, 3);
-    luaL_where(L, 1);
-    e.where = lua_tostring(L, -1);
-    lua_pop(L, 1);
-    while (!e.where.empty() && (e.where.back() == ' ' || e.where.back() == ':')) e.where.pop_back();
-    e.t_us = c.world.loop().now_us();
-    c.trace.event(e.t_us, "expect",
-                  {{"name", e.name}, {"passed", e.passed}, {"message", e.message},
-                   {"where", e.where}});
-    c.summary.expectations.push_back(std::move(e));
-    lua_pushboolean(L, c.summary.expectations.back().passed);
+    e.where = where(L);
+    const bool passed = e.passed;
+    record_expectation(c, std::move(e));
+    lua_pushboolean(L, passed);
     return 1;
+  });
+}
+
+
+// riders { count = 2000, transfer_share = 0.3,
+//          morning = { from = "07:00", peak = "08:00", to = "09:30" },
+//          evening = { from = "17:00", peak = "18:00", to = "19:30" } }
+int l_riders(lua_State* L) {
+  return guarded(L, [&] {
+    require_table(L, "riders");
+    ScenarioContext& c = ctx(L);
+    RiderConfig r;
+    r.riders = opt_int_field(L, 1, "count", 0);
+    r.transfer_share = opt_number_field(L, 1, "transfer_share", r.transfer_share);
+    auto window = [&](const char* name, std::int64_t& a, std::int64_t& p, std::int64_t& b) {
+      lua_getfield(L, 1, name);
+      if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        return false;
+      }
+      a = virtual_us_of(c, opt_string_field(L, -1, "from", ""));
+      b = virtual_us_of(c, opt_string_field(L, -1, "to", ""));
+      const std::string peak = opt_string_field(L, -1, "peak", "");
+      p = peak.empty() ? (a + b) / 2 : virtual_us_of(c, peak);
+      lua_pop(L, 1);
+      return true;
+    };
+    if (!window("morning", r.morning_from_us, r.morning_peak_us, r.morning_to_us)) {
+      throw std::invalid_argument("riders needs a morning = { from, peak, to } window");
+    }
+    r.evening = window("evening", r.evening_from_us, r.evening_peak_us, r.evening_to_us);
+    check(c.world.add_riders(r));
+    c.summary.knobs["riders.count"] = r.riders;
+    c.summary.knobs["riders.transfer_share"] = r.transfer_share;
+    return 0;
+  });
+}
+
+// faults { link_loss = 0.05, duplicate = 0.01, reorder = 0.01, latency_ms = 40, jitter_ms = 20,
+//          timeout_ms = 5000, clock_drift_ppm = 50 }
+int l_faults(lua_State* L) {
+  return guarded(L, [&] {
+    require_table(L, "faults");
+    ScenarioContext& c = ctx(L);
+    if (!c.world.built()) throw std::invalid_argument("call city{} before faults{}");
+    FaultConfig f;
+    f.network = c.world.config().network;
+    f.network.loss_probability = opt_number_field(L, 1, "link_loss", f.network.loss_probability);
+    f.network.duplicate_probability = opt_number_field(L, 1, "duplicate", 0);
+    f.network.reorder_probability = opt_number_field(L, 1, "reorder", 0);
+    f.network.latency_us_mean = opt_int_field(L, 1, "latency_ms", f.network.latency_us_mean / 1000) * 1000;
+    f.network.latency_us_jitter = opt_int_field(L, 1, "jitter_ms", f.network.latency_us_jitter / 1000) * 1000;
+    f.network.timeout_us = opt_int_field(L, 1, "timeout_ms", f.network.timeout_us / 1000) * 1000;
+    f.clock_drift_ppm_stddev = opt_number_field(L, 1, "clock_drift_ppm", 0);
+    check(c.world.set_faults(f));
+    auto& k = c.summary.knobs;
+    k["faults.link_loss_probability"] = f.network.loss_probability;
+    k["faults.duplicate_probability"] = f.network.duplicate_probability;
+    k["faults.reorder_probability"] = f.network.reorder_probability;
+    k["faults.clock_drift_ppm_stddev"] = f.clock_drift_ppm_stddev;
+    k["network.latency_us_mean"] = f.network.latency_us_mean;
+    k["network.latency_us_jitter"] = f.network.latency_us_jitter;
+    k["network.timeout_us"] = f.network.timeout_us;
+    return 0;
+  });
+}
+
+// outage { group = "R1", from = "07:20", to = "07:50" }   -- GPRS outage for route R1's buses
+int l_outage(lua_State* L) {
+  return guarded(L, [&] {
+    require_table(L, "outage");
+    ScenarioContext& c = ctx(L);
+    const std::string group = opt_string_field(L, 1, "group", "");
+    const std::int64_t from = virtual_us_of(c, opt_string_field(L, 1, "from", ""));
+    const std::int64_t to = virtual_us_of(c, opt_string_field(L, 1, "to", ""));
+    check(c.world.add_outage(group, from, to));
+    auto& list = c.summary.knobs["faults.outages"];
+    list.push_back({{"group", group}, {"from_us", from}, {"to_us", to}});
+    return 0;
+  });
+}
+
+// backend_crash { at = "07:30", down_s = 120 }
+int l_backend_crash(lua_State* L) {
+  return guarded(L, [&] {
+    require_table(L, "backend_crash");
+    ScenarioContext& c = ctx(L);
+    const std::int64_t at = virtual_us_of(c, opt_string_field(L, 1, "at", ""));
+    const std::int64_t down = opt_int_field(L, 1, "down_s", 60) * 1'000'000;
+    check(c.world.crash_backend(at, down));
+    c.summary.knobs["faults.backend_crashes"].push_back({{"at_us", at}, {"down_us", down}});
+    return 0;
+  });
+}
+
+// at("07:30", function() ... end)   -- an operator action or a check at a time
+int l_at(lua_State* L) {
+  return guarded(L, [&] {
+    ScenarioContext& c = ctx(L);
+    if (lua_type(L, 1) != LUA_TSTRING || lua_type(L, 2) != LUA_TFUNCTION) {
+      throw std::invalid_argument("at(\"HH:MM\", function)");
+    }
+    const std::int64_t t = virtual_us_of(c, lua_tostring(L, 1));
+    lua_pushvalue(L, 2);
+    const int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    ScenarioContext* cp = &c;
+    check(c.world.at(t, [cp, ref] { call_back(*cp, ref); }));
+    return 0;
+  });
+}
+
+// expect_within(name, within_s, predicate [, poll_s = 1]): passes as soon as predicate()
+// is true, fails if it is still false within_s virtual seconds from now.
+int l_expect_within(lua_State* L) {
+  return guarded(L, [&] {
+    ScenarioContext& c = ctx(L);
+    if (lua_type(L, 1) != LUA_TSTRING || !lua_isnumber(L, 2) || lua_type(L, 3) != LUA_TFUNCTION) {
+      throw std::invalid_argument("expect_within(name, seconds, function [, poll_s])");
+    }
+    const std::int64_t within_us = static_cast<std::int64_t>(lua_tonumber(L, 2) * 1e6);
+    const std::int64_t poll_us =
+        lua_isnumber(L, 4) ? static_cast<std::int64_t>(lua_tonumber(L, 4) * 1e6) : 1'000'000;
+    if (within_us <= 0 || poll_us <= 0) throw std::invalid_argument("durations must be > 0");
+    if (within_us / poll_us > 1'000'000) throw std::invalid_argument("too many polls; raise poll_s");
+    lua_pushvalue(L, 3);
+    const int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    const std::size_t id = c.next_pending_id++;
+    const std::int64_t deadline = c.world.loop().now_us() + within_us;
+    c.pending.push_back({id, lua_tostring(L, 1), where(L), deadline});
+    ScenarioContext* cp = &c;
+    auto poll = std::make_shared<std::function<void()>>();
+    *poll = [cp, ref, id, deadline, poll_us, poll] {
+      auto it = std::find_if(cp->pending.begin(), cp->pending.end(),
+                             [id](const auto& p) { return p.id == id; });
+      if (it == cp->pending.end()) return;
+      bool ok = false;
+      call_back(*cp, ref, &ok);
+      const std::int64_t now = cp->world.loop().now_us();
+      if (ok || now >= deadline) {
+        reports::Expectation e{it->name, ok, "", it->where, now};
+        if (!ok) {
+          e.message = "not true within the limit (checked until " +
+                      std::to_string(now / 1'000'000) + " s virtual)";
+        }
+        cp->pending.erase(it);
+        record_expectation(*cp, std::move(e));
+        return;
+      }
+      cp->world.loop().schedule_after(std::min(poll_us, deadline - now), *poll);
+    };
+    c.world.loop().schedule_after(0, *poll);
+    return 0;
   });
 }
 
@@ -282,12 +491,22 @@ int l_seed(lua_State* L) {
 
 }  // namespace
 
+void record_expectation(ScenarioContext& c, reports::Expectation e) {
+  c.trace.event(e.t_us, "expect",
+                {{"name", e.name}, {"passed", e.passed}, {"message", e.message},
+                 {"where", e.where}});
+  c.summary.expectations.push_back(std::move(e));
+}
+
 void install_api(LuaSandbox& sandbox, ScenarioContext& context) {
+  context.sandbox = &sandbox;
   static const luaL_Reg kApi[] = {
       {"describe", l_describe}, {"city", l_city},         {"phase", l_phase},
       {"run_until", l_run_until}, {"drain", l_drain},     {"stats", l_stats},
       {"ledger", l_ledger},     {"clearing", l_clearing}, {"expect", l_expect},
-      {"now", l_now},           {"seed", l_seed},
+      {"now", l_now},           {"seed", l_seed},         {"riders", l_riders},
+      {"faults", l_faults},     {"outage", l_outage},     {"backend_crash", l_backend_crash},
+      {"at", l_at},             {"expect_within", l_expect_within},
   };
   for (const auto& f : kApi) sandbox.set_global_function(f.name, f.func, &context);
 }

@@ -64,7 +64,9 @@ int cmd_run(const std::vector<std::string>& args) {
       "out", po::value(&out), "run folder for reports (default runs/<UTC timestamp>)")(
       "tags", po::value(&tags), "for a folder: only scenarios with one of these tags (a,b)")(
       "instructions-max", po::value(&instructions_max), "Lua instruction budget")(
-      "wall-s-max", po::value(&wall_s_max), "wall-time limit per scenario, seconds");
+      "wall-s-max", po::value(&wall_s_max), "wall-time limit per scenario, seconds")(
+      "defect", po::value<std::vector<std::string>>(), "inject a defect (repeatable): "
+      "ack_on_failure, corrupt_tac, backend_amnesia, no_transfers");
   po::options_description hidden;
   std::string path;
   hidden.add_options()("scenario", po::value(&path));
@@ -108,6 +110,7 @@ int cmd_run(const std::vector<std::string>& args) {
     if (comma > start) ro.tags.push_back(tags.substr(start, comma - start));
     start = comma + 1;
   }
+  if (vm.count("defect")) ro.defects = vm["defect"].as<std::vector<std::string>>();
   if (instructions_max) ro.limits.instructions_max = instructions_max;
   if (wall_s_max) ro.limits.wall_ms_max = wall_s_max * 1000;
 

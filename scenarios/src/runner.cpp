@@ -18,7 +18,9 @@ constexpr std::int64_t kDefaultCalendarUnixS = 1'767'225'600;
 constexpr std::int64_t kUnixAtEpoch2000 = 946'684'800;
 
 std::string replay_command(const RunOptions& o, std::uint64_t seed) {
-  return "citycard run " + o.scenario_path + " --seed " + std::to_string(seed);
+  std::string cmd = "citycard run " + o.scenario_path + " --seed " + std::to_string(seed);
+  for (const auto& d : o.defects) cmd += " --defect " + d;
+  return cmd;
 }
 }  // namespace
 
@@ -52,7 +54,12 @@ RunOutcome run_scenario(const RunOptions& options) {
                   {{"scenario", summary.scenario}, {"seed", summary.seed}});
   {
     World world(summary.seed, **trace, db_path);
-    ScenarioContext context{summary, **trace, world, 0, options.tags, false};
+    if (Status d = world.set_defects(options.defects); !d) {
+      summary.error = d.message();
+      return out;
+    }
+    if (!options.defects.empty()) summary.knobs["defects"] = options.defects;
+    ScenarioContext context{summary, **trace, world, 0, options.tags};
     LuaSandbox sandbox(options.limits, options.lib_root, world.loop(), kDefaultCalendarUnixS,
                        sim::Rng(summary.seed).fork("lua"));
     install_api(sandbox, context);
@@ -64,6 +71,14 @@ RunOutcome run_scenario(const RunOptions& options) {
       return out;
     }
     if (!s) summary.error = s.message();
+    // Time-bounded expectations the run ended before deciding are failures, not passes.
+    for (const auto& p : context.pending) {
+      record_expectation(context, {p.name, false,
+                                   "the run ended before it was decided (limit at " +
+                                       std::to_string(p.deadline_us / 1'000'000) + " s virtual)",
+                                   p.where, world.loop().now_us()});
+    }
+    context.pending.clear();
 
     const WorldStats st = world.stats();
     summary.swipes = st.swipes;
@@ -73,13 +88,9 @@ RunOutcome run_scenario(const RunOptions& options) {
       // Money is checked after every run, whatever the scenario asserted.
       const Status conserved = world.conservation();
       summary.ledger_balanced = conserved.is_ok();
-      reports::Expectation e{"ledger conserves money (automatic)", conserved.is_ok(),
-                             conserved.is_ok() ? "" : conserved.message(), "citycard",
-                             world.loop().now_us()};
-      (*trace)->event(e.t_us, "expect",
-                      {{"name", e.name}, {"passed", e.passed}, {"message", e.message},
-                       {"where", e.where}});
-      summary.expectations.push_back(std::move(e));
+      record_expectation(context, {"ledger conserves money (automatic)", conserved.is_ok(),
+                                   conserved.is_ok() ? "" : conserved.message(), "citycard",
+                                   world.loop().now_us()});
       summary.figures["validator_amount_fen"] = st.validator_amount_fen;
       summary.figures["backend_amount_fen"] = st.backend_amount_fen;
       summary.figures["records_uploaded"] = st.uploaded_records;

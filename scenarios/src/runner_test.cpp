@@ -168,3 +168,65 @@ TEST(Cli, RunPrintsSummaryEndingInDigestAndExitCodes) {
 
 }  // namespace
 }  // namespace citycard::scenarios
+
+namespace citycard::scenarios {
+namespace {
+
+RunOutcome run_library(const std::string& name, std::uint64_t seed,
+                       std::vector<std::string> defects, const std::string& tag) {
+  RunOptions o;
+  o.scenario_path = std::string(CITYCARD_SOURCE_DIR) + "/scenarios/" + name + ".lua";
+  o.seed = seed;
+  o.out_dir = ::testing::TempDir() + "library_" + name + "_" + tag;
+  o.lib_root = std::string(CITYCARD_SOURCE_DIR) + "/scenarios";
+  o.defects = std::move(defects);
+  return run_scenario(o);
+}
+
+// Each library scenario passes on a sound system and fails when the thing it checks is broken.
+struct LibraryCase {
+  const char* scenario;
+  const char* defect;
+};
+
+class LibraryScenario : public ::testing::TestWithParam<LibraryCase> {};
+
+TEST_P(LibraryScenario, PassesSoundAndFailsWithItsDefect) {
+  const LibraryCase& c = GetParam();
+  RunOutcome sound = run_library(c.scenario, 5, {}, "sound");
+  EXPECT_EQ(sound.exit_code, kExitPass) << sound.summary.error << "\n"
+                                        << reports::human_summary(sound.summary);
+  RunOutcome broken = run_library(c.scenario, 5, {c.defect}, c.defect);
+  EXPECT_EQ(broken.exit_code, kExitFail) << broken.summary.error;
+  EXPECT_GT(broken.summary.failed(), 0u);
+  EXPECT_NE(broken.summary.replay_command.find(std::string("--defect ") + c.defect),
+            std::string::npos);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Library, LibraryScenario,
+    ::testing::Values(LibraryCase{"smoke", "corrupt_tac"}, LibraryCase{"bus_outage", "ack_on_failure"},
+                      LibraryCase{"backend_crash", "backend_amnesia"},
+                      LibraryCase{"lossy_network", "ack_on_failure"},
+                      LibraryCase{"clock_drift", "ack_on_failure"},
+                      LibraryCase{"commuters", "no_transfers"}),
+    [](const auto& info) { return std::string(info.param.scenario) + "_" + info.param.defect; });
+
+// Determinism: three library scenarios, twice each, same digests.
+TEST(Determinism, SameSeedSameDigestForLibraryScenarios) {
+  for (const char* name : {"smoke", "backend_crash", "lossy_network"}) {
+    RunOutcome a = run_library(name, 21, {}, "det_a");
+    RunOutcome b = run_library(name, 21, {}, "det_b");
+    EXPECT_EQ(a.summary.trace_digest, b.summary.trace_digest) << name;
+    EXPECT_FALSE(a.summary.trace_digest.empty()) << name;
+  }
+}
+
+TEST(Defects, UnknownDefectIsAUsageError) {
+  RunOutcome o = run_library("smoke", 1, {"gremlins"}, "unknown");
+  EXPECT_EQ(o.exit_code, kExitUsageOrScript);
+  EXPECT_NE(o.summary.error.find("unknown defect 'gremlins'"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace citycard::scenarios

@@ -1,6 +1,10 @@
 #include "citycard/scenarios/world.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <optional>
 #include <cstdio>
 
 #include "citycard/protocol/wire.h"
@@ -31,6 +35,7 @@ Status CityConfig::validate() const {
 
 // A bus: its PSAM, its channel to the backend and its validator.
 struct World::Bus {
+  std::unique_ptr<sim::DriftingClock> clock;  // the validator's own clock, which may drift
   std::unique_ptr<devices::Psam> psam;
   std::unique_ptr<sim::Channel> channel;
   std::unique_ptr<devices::BusValidator> validator;
@@ -44,7 +49,27 @@ class World::TracingChannel final : public sim::Channel {
       : inner_(std::move(inner)), world_(world), terminal_(std::move(terminal)) {}
 
   void request(Bytes frame, ReplyFn on_reply) override {
-    inner_->request(std::move(frame), [this, on_reply = std::move(on_reply)](Result<Bytes> r) {
+    auto sent = protocol::wire::decode(frame);
+    if (world_.defect("corrupt_tac") && sent && sent->has_upload() &&
+        sent->upload().records_size() > 0) {
+      std::string tac = sent->upload().records(0).tac();
+      if (!tac.empty()) tac[0] = static_cast<char>(tac[0] ^ 0x01);
+      sent->mutable_upload()->mutable_records(0)->set_tac(tac);
+      frame = protocol::wire::encode(*sent);
+    }
+    std::optional<citycard::wire::Envelope> upload;
+    if (sent && sent->has_upload()) upload = std::move(*sent);
+    inner_->request(std::move(frame), [this, upload = std::move(upload),
+                                       on_reply = std::move(on_reply)](Result<Bytes> r) {
+      if (!r.is_ok() && upload && world_.defect("ack_on_failure")) {
+        // The defect: pretend the backend took the batch.
+        citycard::wire::Envelope fake;
+        fake.set_request_id(upload->request_id());
+        auto* ack = fake.mutable_upload_ack();
+        ack->set_batch_no(upload->upload().batch_no());
+        ack->set_accepted(upload->upload().record_count());
+        r = protocol::wire::encode(fake);
+      }
       if (!r.is_ok()) {
         world_.trace_.event(world_.loop_.now_us(), "upload_failed",
                             {{"terminal", terminal_}, {"why", r.status().to_string()}});
@@ -68,6 +93,20 @@ class World::TracingChannel final : public sim::Channel {
   std::string terminal_;
 };
 
+// The network's view of the backend: the service while the backend is up, silence while it is
+// down (a crashed server answers nothing; clients time out).
+class World::BackendProxy final : public sim::RequestHandler {
+ public:
+  explicit BackendProxy(World& world) : world_(world) {}
+  Bytes handle(ByteView request) override {
+    if (!world_.backend_up_) return {};
+    return world_.backend_->service().handle(request);
+  }
+
+ private:
+  World& world_;
+};
+
 World::World(std::uint64_t seed, reports::TraceWriter& trace, std::string db_path)
     : seed_(seed),
       trace_(trace),
@@ -82,15 +121,9 @@ Status World::build(const CityConfig& config) {
   if (Status s = config.validate(); !s) return s;
   config_ = config;
 
-  backend::BackendOptions bo;
-  bo.key_seed = seed_;
-  bo.clock_origin_epoch2000_s = config.start_epoch2000_s;
-  // Virtual-time runs need the state to survive a crash of the process (kill -9), which WAL
-  // with synchronous=NORMAL gives; fsync per batch would only make the city slower.
-  bo.store.synchronous_full = false;
-  auto opened = backend::Backend::open(db_path_, bo, loop_);
-  if (!opened) return opened.status();
-  backend_ = std::move(opened).value();
+  if (Status s = open_backend(); !s) return s;
+  proxy_ = std::make_unique<BackendProxy>(*this);
+  faults_.network = config.network;
   network_ = std::make_unique<sim::SimNetwork>(loop_, rng_.fork("network"), config.network);
 
   // Issue every card and register every bus in one transaction: one commit, not thousands.
@@ -117,9 +150,10 @@ Status World::build(const CityConfig& config) {
       auto psam_image = backend_->register_terminal(tp);
       if (!psam_image) return psam_image.status();
       auto bus = std::make_unique<Bus>();
+      bus->clock = std::make_unique<sim::DriftingClock>(loop_);
       bus->psam = std::make_unique<devices::Psam>(*psam_image);
-      bus->channel = std::make_unique<TracingChannel>(
-          network_->connect(backend_->service(), tp.device_id), *this, vehicle);
+      bus->channel = std::make_unique<TracingChannel>(network_->connect(*proxy_, tp.device_id),
+                                                      *this, vehicle);
       devices::BusValidatorConfig vc;
       vc.device_id = tp.device_id;
       vc.operator_id = config.operator_id;
@@ -130,11 +164,12 @@ Status World::build(const CityConfig& config) {
       vc.batch_size_max = static_cast<std::size_t>(config.batch_size_max);
       vc.upload_interval_us = config.upload_interval_us;
       bus->validator =
-          std::make_unique<devices::BusValidator>(vc, *bus->psam, loop_, *bus->channel);
+          std::make_unique<devices::BusValidator>(vc, *bus->psam, *bus->clock, *bus->channel);
       buses_.push_back(std::move(bus));
     }
   }
   if (Status s = tx->commit(); !s) return s;
+  built_ = true;
 
   // Buses start polling at a random offset within the first interval, so uploads spread out.
   sim::Rng offsets = rng_.fork("upload-offsets");
@@ -160,7 +195,49 @@ void World::schedule_poll(std::size_t bus_index, std::int64_t at_us) {
   });
 }
 
-Status World::add_phase(std::int64_t from_us, std::int64_t to_us, double swipes_per_hour) {
+const std::vector<std::string>& known_defects() {
+  static const std::vector<std::string> kDefects{"ack_on_failure", "corrupt_tac", "backend_amnesia",
+                                                 "no_transfers"};
+  return kDefects;
+}
+
+Status World::set_defects(const std::vector<std::string>& defects) {
+  for (const auto& d : defects) {
+    const auto& k = known_defects();
+    if (std::find(k.begin(), k.end(), d) == k.end()) {
+      std::string all;
+      for (const auto& n : k) all += (all.empty() ? "" : ", ") + n;
+      return Status(Errc::kInvalidArgument, "unknown defect '" + d + "' (known: " + all + ")");
+    }
+  }
+  defects_ = defects;
+  return Status::ok();
+}
+
+bool World::defect(const std::string& name) const {
+  return std::find(defects_.begin(), defects_.end(), name) != defects_.end();
+}
+
+Status World::open_backend() {
+  if (built_ && defect("backend_amnesia")) {
+    std::error_code ec;
+    for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(db_path_ + suffix, ec);
+  }
+  backend::BackendOptions bo;
+  bo.key_seed = seed_;
+  bo.clock_origin_epoch2000_s = config_.start_epoch2000_s;
+  // Virtual-time runs need the state to survive a crash of the process (kill -9), which WAL
+  // with synchronous=NORMAL gives; fsync per batch would only make the city slower.
+  bo.store.synchronous_full = false;
+  auto opened = backend::Backend::open(db_path_, bo, loop_);
+  if (!opened) return opened.status();
+  backend_ = std::move(opened).value();
+  backend_up_ = true;
+  return Status::ok();
+}
+
+Status World::add_phase(std::int64_t from_us, std::int64_t to_us, double swipes_per_hour,
+                        const std::vector<double>& curve) {
   if (!built()) return Status(Errc::kInvalidArgument, "call city{} before phase{}");
   if (to_us <= from_us) return Status(Errc::kInvalidArgument, "a phase must end after it starts");
   if (from_us < loop_.now_us()) {
@@ -169,10 +246,150 @@ Status World::add_phase(std::int64_t from_us, std::int64_t to_us, double swipes_
   if (!(swipes_per_hour > 0) || swipes_per_hour > 1e9) {
     return Status(Errc::kInvalidArgument, "swipes_per_hour must be in (0, 1e9]");
   }
-  const double mean_gap_us = 3.6e9 / swipes_per_hour;
+  if (curve.size() > 1000) return Status(Errc::kInvalidArgument, "a curve has at most 1000 points");
+  double peak = 0;
+  for (double w : curve) {
+    if (!(w >= 0)) return Status(Errc::kInvalidArgument, "curve weights must be >= 0");
+    peak = std::max(peak, w);
+  }
+  if (!curve.empty() && peak <= 0) {
+    return Status(Errc::kInvalidArgument, "a curve needs a weight above zero");
+  }
   trace_.event(loop_.now_us(), "phase",
-               {{"from_us", from_us}, {"to_us", to_us}, {"swipes_per_hour", swipes_per_hour}});
-  schedule_arrival(from_us, to_us, mean_gap_us);
+               {{"from_us", from_us}, {"to_us", to_us}, {"swipes_per_hour", swipes_per_hour},
+                {"curve", curve}});
+  if (curve.empty()) {
+    schedule_arrival(from_us, to_us, 3.6e9 / swipes_per_hour);
+    return Status::ok();
+  }
+  // Piecewise-constant rate: each segment is a Poisson process of its own.
+  const std::int64_t n = static_cast<std::int64_t>(curve.size());
+  for (std::int64_t i = 0; i < n; ++i) {
+    const double rate = swipes_per_hour * curve[static_cast<std::size_t>(i)] / peak;
+    if (rate <= 0) continue;
+    const std::int64_t a = from_us + (to_us - from_us) * i / n;
+    const std::int64_t b = from_us + (to_us - from_us) * (i + 1) / n;
+    schedule_arrival(a, b, 3.6e9 / rate);
+  }
+  return Status::ok();
+}
+
+Status World::add_riders(const RiderConfig& r) {
+  if (!built()) return Status(Errc::kInvalidArgument, "call city{} before riders{}");
+  if (r.riders < 1 || static_cast<std::size_t>(r.riders) > cards_.size()) {
+    return Status(Errc::kInvalidArgument, "riders.count must be 1..cards.count");
+  }
+  if (config_.routes < 2) return Status(Errc::kInvalidArgument, "riders need at least 2 routes");
+  if (!(r.transfer_share >= 0 && r.transfer_share <= 1)) {
+    return Status(Errc::kInvalidArgument, "riders.transfer_share must be in [0, 1]");
+  }
+  auto window_ok = [&](std::int64_t a, std::int64_t p, std::int64_t b) {
+    return a >= loop_.now_us() && a <= p && p <= b && a < b;
+  };
+  if (!window_ok(r.morning_from_us, r.morning_peak_us, r.morning_to_us) ||
+      (r.evening && !window_ok(r.evening_from_us, r.evening_peak_us, r.evening_to_us))) {
+    return Status(Errc::kInvalidArgument,
+                  "riders' windows need from <= peak <= to, not in the past");
+  }
+  sim::Rng rr = rng_.fork("riders");
+  // Triangular distribution by inversion of its CDF.
+  auto triangular = [&rr](std::int64_t a, std::int64_t c, std::int64_t b) {
+    const double u = rr.uniform01(), fa = static_cast<double>(a), fb = static_cast<double>(b),
+                 fc = static_cast<double>(c), f = (fc - fa) / (fb - fa);
+    const double x = u < f ? fa + std::sqrt(u * (fb - fa) * (fc - fa))
+                           : fb - std::sqrt((1 - u) * (fb - fa) * (fb - fc));
+    return static_cast<std::int64_t>(x);
+  };
+  const auto routes = static_cast<std::uint64_t>(config_.routes);
+  for (std::int64_t i = 0; i < r.riders; ++i) {
+    const auto card = static_cast<std::size_t>(i);
+    const auto home = static_cast<std::size_t>(rr.uniform(routes));
+    auto work = static_cast<std::size_t>(rr.uniform(routes - 1));
+    if (work >= home) ++work;  // a different route
+    schedule_trip(card, home, work, triangular(r.morning_from_us, r.morning_peak_us, r.morning_to_us),
+                  rr.bernoulli(r.transfer_share));
+    if (r.evening) {
+      schedule_trip(card, work, home,
+                    triangular(r.evening_from_us, r.evening_peak_us, r.evening_to_us),
+                    rr.bernoulli(r.transfer_share));
+    }
+  }
+  trace_.event(loop_.now_us(), "riders",
+               {{"riders", r.riders}, {"transfer_share", r.transfer_share}});
+  return Status::ok();
+}
+
+std::size_t World::random_bus_of(std::size_t route) {
+  const auto per = static_cast<std::uint64_t>(config_.buses_per_route);
+  return route * static_cast<std::size_t>(per) + static_cast<std::size_t>(demand_rng_.uniform(per));
+}
+
+// A trip: a tap on a bus of the first route; with a transfer, a second tap on a bus of the
+// other route 10 to 25 minutes later. Without one, the rider's route goes all the way.
+void World::schedule_trip(std::size_t card, std::size_t from_route, std::size_t to_route,
+                          std::int64_t depart_us, bool transfer) {
+  loop_.schedule_at(depart_us, [this, card, from_route, to_route, transfer] {
+    ++stats_.trips;
+    const bool changes = transfer && !defect("no_transfers");
+    tap(card, random_bus_of(from_route), changes ? "first" : "direct");
+    if (!changes) return;
+    const std::int64_t ride_us = demand_rng_.uniform_range(600, 1500) * 1'000'000;
+    loop_.schedule_after(ride_us, [this, card, to_route] {
+      ++stats_.transfers;
+      tap(card, random_bus_of(to_route), "transfer");
+    });
+  });
+}
+
+Status World::set_faults(const FaultConfig& f) {
+  if (!built()) return Status(Errc::kInvalidArgument, "call city{} before faults{}");
+  const auto& n = f.network;
+  for (double p : {n.loss_probability, n.duplicate_probability, n.reorder_probability}) {
+    if (!(p >= 0 && p <= 1)) return Status(Errc::kInvalidArgument, "probabilities are in [0, 1]");
+  }
+  if (f.clock_drift_ppm_stddev < 0 || f.clock_drift_ppm_stddev > 1e5) {
+    return Status(Errc::kInvalidArgument, "clock_drift_ppm must be 0..100000");
+  }
+  faults_ = f;
+  network_->set_options(f.network);
+  sim::Rng drift = rng_.fork("clock-drift");
+  for (auto& b : buses_) b->clock->set_drift_ppm(drift.normal(0, f.clock_drift_ppm_stddev));
+  return Status::ok();
+}
+
+Status World::add_outage(const std::string& group, std::int64_t from_us, std::int64_t to_us) {
+  if (!built()) return Status(Errc::kInvalidArgument, "call city{} before an outage");
+  if (to_us <= from_us) return Status(Errc::kInvalidArgument, "an outage must end after it starts");
+  network_->add_outage({"val-" + group, from_us, to_us});
+  trace_.event(loop_.now_us(), "outage",
+               {{"group", group}, {"from_us", from_us}, {"to_us", to_us}});
+  return Status::ok();
+}
+
+Status World::crash_backend(std::int64_t at_us, std::int64_t down_us) {
+  if (!built()) return Status(Errc::kInvalidArgument, "call city{} before a backend crash");
+  if (at_us < loop_.now_us() || down_us < 0) {
+    return Status(Errc::kInvalidArgument, "a crash must be in the future and last >= 0 s");
+  }
+  loop_.schedule_at(at_us, [this, down_us] {
+    if (!backend_up_) return;
+    backend_up_ = false;
+    backend_.reset();  // everything in memory is gone; what was committed is in the file
+    ++stats_.backend_crashes;
+    trace_.event(loop_.now_us(), "backend_crash", {{"down_us", down_us}});
+    loop_.schedule_after(down_us, [this] {
+      Status s = open_backend();
+      trace_.event(loop_.now_us(), "backend_restart",
+                   {{"ok", s.is_ok()}, {"error", s.is_ok() ? "" : s.message()}});
+      if (!s) restart_error_ = s;
+    });
+  });
+  return Status::ok();
+}
+
+Status World::at(std::int64_t at_us, std::function<void()> action) {
+  if (at_us < loop_.now_us()) return Status(Errc::kInvalidArgument, "at() cannot act in the past");
+  loop_.schedule_at(at_us, std::move(action));
   return Status::ok();
 }
 
@@ -188,7 +405,7 @@ void World::schedule_arrival(std::int64_t at_us, std::int64_t to_us, double mean
   });
 }
 
-void World::tap(std::size_t card_index, std::size_t bus_index) {
+void World::tap(std::size_t card_index, std::size_t bus_index, const char* leg) {
   devices::CpuCard& card = cards_[card_index];
   devices::BusValidator& v = *buses_[bus_index]->validator;
   devices::DirectLink link(card);
@@ -199,6 +416,7 @@ void World::tap(std::size_t card_index, std::size_t bus_index) {
                    {"route", v.config().route},
                    {"vehicle", v.config().vehicle},
                    {"ok", r.ok()}};
+  if (leg) ev["leg"] = leg;
   if (r.ok()) {
     ++stats_.swipes;
     stats_.validator_amount_fen += r.record.amount_fen();
@@ -218,6 +436,7 @@ Status World::run_until(std::int64_t t_us) {
   if (!built()) return Status(Errc::kInvalidArgument, "call city{} before running");
   if (t_us < loop_.now_us()) return Status(Errc::kInvalidArgument, "cannot run backwards in time");
   loop_.run_until(t_us);
+  if (!restart_error_.is_ok()) return restart_error_;
   return Status::ok();
 }
 
@@ -236,6 +455,7 @@ Status World::drain(std::int64_t max_us) {
                                         std::to_string(max_us / 1'000'000) + " s");
     }
     loop_.run_until(std::min(deadline, loop_.now_us() + 1'000'000));
+    if (!restart_error_.is_ok()) return restart_error_;
   }
   return Status::ok();
 }
@@ -251,7 +471,10 @@ WorldStats World::stats() const {
     s.upload_failures += u.failures;
     s.queued_records += b->validator->queue_length();
   }
-  if (backend_) {
+  for (const auto& b : buses_) {
+    s.max_clock_error_us = std::max(s.max_clock_error_us, std::abs(b->clock->error_us()));
+  }
+  if (backend_up_) {
     if (auto ops = backend_->clearing().by_operator(); ops) {
       for (const auto& o : *ops) s.backend_amount_fen += o.amount_fen;
     }
@@ -259,12 +482,13 @@ WorldStats World::stats() const {
   if (network_) {
     s.network_messages = network_->messages_sent();
     s.network_lost = network_->messages_lost();
+    s.network_duplicated = network_->messages_duplicated();
   }
   return s;
 }
 
 Status World::conservation() const {
-  if (!backend_) return Status::ok();
+  if (!backend_up_) return Status(Errc::kUnavailable, "the backend is down");
   return backend_->check_conservation();
 }
 

@@ -61,3 +61,23 @@ TEST(EventLoopDeathTest, SchedulingInThePastAborts) {
 
 }  // namespace
 }  // namespace citycard::sim
+
+#include "citycard/sim/clock.h"
+
+namespace citycard::sim {
+namespace {
+
+TEST(DriftingClock, GainsAtItsRateAndKeepsErrorWhenTheRateChanges) {
+  EventLoop loop;
+  DriftingClock c(loop, 100);  // 100 ppm fast: 100 us per second
+  loop.run_until(10'000'000);
+  EXPECT_EQ(c.now_us(), 10'001'000);
+  c.set_drift_ppm(-50);
+  loop.run_until(20'000'000);
+  EXPECT_EQ(c.now_us(), 20'000'500);  // +1000 kept, then -500 over 10 s
+  c.correct_to(loop.now_us());
+  EXPECT_EQ(c.error_us(), 0);
+}
+
+}  // namespace
+}  // namespace citycard::sim

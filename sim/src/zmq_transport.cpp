@@ -53,6 +53,7 @@ void ZmqServer::serve() {
       ++requests_;
       Bytes reply = handler_.handle(
           ByteView(static_cast<const std::uint8_t*>(payload.data()), payload.size()));
+      if (reply.empty()) continue;  // the handler chose not to answer (see RequestHandler)
       try {
         for (std::size_t i = 0; i + 1 < parts.size(); ++i) {
           socket_.send(zmq::buffer(parts[i].data(), parts[i].size()), zmq::send_flags::sndmore);

@@ -18,6 +18,7 @@ struct RunOptions {
   std::string out_dir;                // run folder; created
   std::string lib_root;               // where require "lib.x" looks (scenarios/)
   std::vector<std::string> tags;      // for folders: run only scenarios with one of these tags
+  std::vector<std::string> defects;   // injected defects (World's known_defects())
   SandboxLimits limits;
   bool keep_backend_db = true;        // backend.db stays in the run folder
 };

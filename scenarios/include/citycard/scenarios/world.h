@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -41,6 +42,24 @@ struct CityConfig {
   Status validate() const;
 };
 
+// Commuters: each rider is one card with a home route and a work route; a morning trip from
+// home to work and an evening trip back, each either direct or with a transfer (a second tap on
+// a bus of the other route 10 to 25 minutes later). Departures follow a triangular
+// distribution over each window, peaking at `peak`.
+struct RiderConfig {
+  std::int64_t riders = 0;              // the first `riders` cards ride
+  double transfer_share = 0.3;          // trips with a transfer
+  std::int64_t morning_from_us = 0, morning_peak_us = 0, morning_to_us = 0;
+  std::int64_t evening_from_us = 0, evening_peak_us = 0, evening_to_us = 0;
+  bool evening = true;
+};
+
+// Faults a scenario switches on. Network knobs act on the simulated network at once.
+struct FaultConfig {
+  sim::NetworkOptions network;
+  double clock_drift_ppm_stddev = 0;    // per-bus drift, drawn once per bus
+};
+
 struct WorldStats {
   std::uint64_t taps = 0;
   std::uint64_t swipes = 0;                  // sales made
@@ -56,7 +75,20 @@ struct WorldStats {
   std::int64_t backend_amount_fen = 0;       // cleared by the backend, all operators
   std::uint64_t network_messages = 0;
   std::uint64_t network_lost = 0;
+  std::uint64_t network_duplicated = 0;
+  std::uint64_t transfers = 0;               // second legs of trips
+  std::uint64_t trips = 0;
+  std::uint64_t backend_crashes = 0;
+  std::int64_t max_clock_error_us = 0;       // largest |bus clock - true time| now
 };
+
+// Defects the world can inject, so a scenario can be shown to fail when the thing it checks is
+// broken (each library scenario names the defect that must break it):
+//   ack_on_failure   a bus treats an upload that failed (timeout, link down) as acknowledged
+//   corrupt_tac      a bus flips a bit of the first record's TAC in every batch it sends
+//   backend_amnesia  the backend restarts from an empty store instead of its file
+//   no_transfers     riders never change buses
+const std::vector<std::string>& known_defects();
 
 class World {
  public:
@@ -65,10 +97,27 @@ class World {
   ~World();
 
   Status build(const CityConfig& config);
-  bool built() const { return backend_ != nullptr; }
+  // Before build(); unknown names are refused.
+  Status set_defects(const std::vector<std::string>& defects);
+  bool defect(const std::string& name) const;
+  bool built() const { return built_; }
 
   // Poisson arrivals of taps between two virtual times, each a random card on a random bus.
-  Status add_phase(std::int64_t from_us, std::int64_t to_us, double swipes_per_hour);
+  // With a curve, the window is cut into equal segments whose rates are swipes_per_hour
+  // scaled by weight / max(weight): swipes_per_hour is the rate at the peak.
+  Status add_phase(std::int64_t from_us, std::int64_t to_us, double swipes_per_hour,
+                   const std::vector<double>& curve = {});
+  Status add_riders(const RiderConfig& riders);
+  Status set_faults(const FaultConfig& faults);
+  // A GPRS outage or partition for the buses whose vehicle id starts with `group` ("R1" = the
+  // buses of route R1, "" = every bus).
+  Status add_outage(const std::string& group, std::int64_t from_us, std::int64_t to_us);
+  // The backend process dies at `at_us` (everything in memory is gone; requests go
+  // unanswered) and restarts from its SQLite file `down_us` later.
+  Status crash_backend(std::int64_t at_us, std::int64_t down_us);
+  bool backend_up() const { return backend_up_; }
+  // Runs `action` at a virtual time (operator actions, checks).
+  Status at(std::int64_t at_us, std::function<void()> action);
   Status run_until(std::int64_t t_us);
   // Runs until every bus has uploaded everything and no batch is in flight, or `max_us` of
   // virtual time has passed (kTimeout).
@@ -76,16 +125,21 @@ class World {
 
   WorldStats stats() const;
   Status conservation() const;
-  backend::Backend& backend() { return *backend_; }
+  backend::Backend& backend() { return *backend_; }  // while up
   sim::EventLoop& loop() { return loop_; }
   const CityConfig& config() const { return config_; }
 
  private:
   struct Bus;
   class TracingChannel;
-  void tap(std::size_t card_index, std::size_t bus_index);
+  class BackendProxy;
+  void tap(std::size_t card_index, std::size_t bus_index, const char* leg = nullptr);
   void schedule_poll(std::size_t bus_index, std::int64_t at_us);
   void schedule_arrival(std::int64_t from_us, std::int64_t to_us, double mean_gap_us);
+  void schedule_trip(std::size_t card, std::size_t from_route, std::size_t to_route,
+                     std::int64_t depart_us, bool transfer);
+  std::size_t random_bus_of(std::size_t route);
+  Status open_backend();
 
   std::uint64_t seed_;
   reports::TraceWriter& trace_;
@@ -95,7 +149,13 @@ class World {
   sim::Rng demand_rng_;
   CityConfig config_;
   std::unique_ptr<backend::Backend> backend_;
+  bool backend_up_ = false;
+  bool built_ = false;
+  std::unique_ptr<BackendProxy> proxy_;
   std::unique_ptr<sim::SimNetwork> network_;
+  FaultConfig faults_;
+  Status restart_error_;
+  std::vector<std::string> defects_;  // a backend that failed to restart ends the run
   std::vector<devices::CpuCard> cards_;
   std::vector<std::unique_ptr<Bus>> buses_;
   WorldStats stats_;
