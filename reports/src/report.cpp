@@ -1,6 +1,12 @@
 #include "citycard/reports/report.h"
 
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <fstream>
+#include <map>
+
+#include <simdjson.h>
 #include <sstream>
 
 #include "citycard/reports/svg.h"
@@ -9,43 +15,133 @@ namespace citycard::reports {
 
 using svg::escape;
 
-Result<TraceStats> aggregate_trace(const std::string& trace_path) {
+namespace {
+
+// One trace event's fields that the aggregation needs. simdjson's on-demand parser reads them
+// straight from the bytes, so a 2-million-swipe trace renders in a second or two.
+struct EventView {
+  std::string_view type;
+  std::int64_t t_us = 0;
+  bool ok = false;
+  std::int64_t amount_fen = 0;
+  std::string_view route, vehicle, reason;
+  std::uint64_t accepted = 0, duplicates = 0, rejected = 0;
+};
+
+// simdjson's DOM parser picks the fastest kernel for this CPU at run time (its On-Demand
+// parser would be fixed to the portable one at compile time without -march flags).
+// A known field of the wrong type makes the line malformed.
+bool read_event(simdjson::dom::element doc, EventView& e) {
+  simdjson::dom::object obj;
+  if (doc.get(obj)) return false;
+  e = EventView{};
+  for (auto [key, value] : obj) {
+    if (key == "ev") {
+      if (value.get(e.type)) return false;
+    } else if (key == "t_us") {
+      if (value.get(e.t_us)) return false;
+    } else if (key == "ok") {
+      if (value.get(e.ok)) return false;
+    } else if (key == "amount_fen") {
+      if (value.get(e.amount_fen)) return false;
+    } else if (key == "route") {
+      if (value.get(e.route)) return false;
+    } else if (key == "vehicle") {
+      if (value.get(e.vehicle)) return false;
+    } else if (key == "reason") {
+      if (value.get(e.reason)) return false;
+    } else if (key == "accepted") {
+      if (value.get(e.accepted)) return false;
+    } else if (key == "duplicates") {
+      if (value.get(e.duplicates)) return false;
+    } else if (key == "rejected") {
+      if (value.get(e.rejected)) return false;
+    }
+  }
+  return true;
+}
+
+template <class Map>
+typename Map::mapped_type& group(Map& m, std::string_view key) {
+  auto it = m.find(key);
+  if (it == m.end()) it = m.emplace(std::string(key), typename Map::mapped_type{}).first;
+  return it->second;
+}
+
+void add_event(TraceStats& st, const EventView& e) {
+  st.last_t_us = std::max(st.last_t_us, e.t_us);
+  if (e.type == "swipe") {
+    auto& b = st.per_minute[e.t_us / 60'000'000];
+    if (e.ok) {
+      ++b.swipes;
+      b.amount_fen += e.amount_fen;
+      auto& r = group(st.per_route, e.route.empty() ? "?" : e.route);
+      ++r.swipes;
+      r.amount_fen += e.amount_fen;
+      auto& v = group(st.per_vehicle, e.vehicle.empty() ? "?" : e.vehicle);
+      ++v.swipes;
+      v.amount_fen += e.amount_fen;
+    } else {
+      ++b.refusals;
+      ++group(st.refusal_reasons, e.reason.empty() ? "unknown" : e.reason);
+    }
+  } else if (e.type == "upload_ack") {
+    ++st.batches;
+    st.records_accepted += e.accepted;
+    st.records_duplicate += e.duplicates;
+    st.records_rejected += e.rejected;
+  }
+}
+
+}  // namespace
+
+Result<TraceStats> aggregate_trace(const std::string& trace_path, std::size_t chunk_bytes) {
   std::ifstream in(trace_path, std::ios::binary);
   if (!in) return Result<TraceStats>(Errc::kNotFound, "cannot read trace " + trace_path);
   TraceStats st;
-  std::string line;
-  while (std::getline(in, line)) {
-    ++st.lines;
-    Json ev = Json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (ev.is_discarded() || !ev.is_object()) {
-      return Result<TraceStats>(Errc::kMalformed, trace_path + ":" + std::to_string(st.lines) +
+  simdjson::dom::parser parser;
+  // The trace is read in chunks of whole lines, each parsed as a stream of documents.
+  std::string carry;
+  std::vector<char> buf(std::max<std::size_t>(chunk_bytes, 64));
+  EventView e;
+  for (;;) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    const std::size_t got = static_cast<std::size_t>(in.gcount());
+    if (got == 0 && carry.empty()) break;
+    std::string chunk = std::move(carry);
+    chunk.append(buf.data(), got);
+    carry.clear();
+    if (got > 0) {
+      const std::size_t last_nl = chunk.rfind('\n');
+      if (last_nl == std::string::npos) {
+        carry = std::move(chunk);  // a line longer than a chunk: keep reading
+        continue;
+      }
+      carry.assign(chunk, last_nl + 1);
+      chunk.resize(last_nl + 1);
+    }
+    simdjson::padded_string padded(chunk);
+    simdjson::dom::document_stream docs;
+    if (parser.parse_many(padded, padded.size()).get(docs)) {
+      return Result<TraceStats>(Errc::kMalformed, trace_path + ": not JSON lines");
+    }
+    std::size_t parsed = 0;
+    for (auto doc : docs) {
+      ++st.lines;
+      ++parsed;
+      simdjson::dom::element el;
+      if (doc.get(el) || !read_event(el, e)) {
+        return Result<TraceStats>(Errc::kMalformed, trace_path + ":" + std::to_string(st.lines) +
+                                                        ": not a JSON object");
+      }
+      add_event(st, e);
+    }
+    // Bytes the stream could not parse as a document (a malformed last line) are an error.
+    if (docs.truncated_bytes() > 0) {
+      return Result<TraceStats>(Errc::kMalformed, trace_path + ":" + std::to_string(st.lines + 1) +
                                                       ": not a JSON object");
     }
-    const std::int64_t t = ev.value("t_us", std::int64_t{0});
-    st.last_t_us = std::max(st.last_t_us, t);
-    const std::string type = ev.value("ev", "");
-    if (type == "swipe") {
-      auto& b = st.per_minute[t / 60'000'000];
-      if (ev.value("ok", false)) {
-        const std::int64_t amount = ev.value("amount_fen", std::int64_t{0});
-        ++b.swipes;
-        b.amount_fen += amount;
-        auto& r = st.per_route[ev.value("route", "?")];
-        ++r.swipes;
-        r.amount_fen += amount;
-        auto& v = st.per_vehicle[ev.value("vehicle", "?")];
-        ++v.swipes;
-        v.amount_fen += amount;
-      } else {
-        ++b.refusals;
-        ++st.refusal_reasons[ev.value("reason", "unknown")];
-      }
-    } else if (type == "upload_ack") {
-      ++st.batches;
-      st.records_accepted += ev.value("accepted", std::uint64_t{0});
-      st.records_duplicate += ev.value("duplicates", std::uint64_t{0});
-      st.records_rejected += ev.value("rejected", std::uint64_t{0});
-    }
+    if (got == 0) break;
   }
   return st;
 }
@@ -251,12 +347,111 @@ std::string html_report(const RunSummary& s, const TraceStats& st) {
   return o.str();
 }
 
-Status render_run(const std::string& dir) {
+namespace {
+Result<RunSummary> load_summary(const std::string& dir) {
   auto text = read_text_file(dir + "/summary.json");
   if (!text) return text.status();
   Json j = Json::parse(*text, nullptr, false);
-  if (j.is_discarded()) return Status(Errc::kMalformed, dir + "/summary.json is not JSON");
-  auto summary = summary_from_json(j);
+  if (j.is_discarded()) {
+    return Result<RunSummary>(Errc::kMalformed, dir + "/summary.json is not JSON");
+  }
+  return summary_from_json(j);
+}
+
+std::string signed_delta(double a, double b) {
+  char buf[64];
+  const double d = b - a;
+  if (a != 0) {
+    std::snprintf(buf, sizeof buf, "%+.10g (%+.1f%%)", d, 100.0 * d / a);
+  } else {
+    std::snprintf(buf, sizeof buf, "%+.10g", d);
+  }
+  return buf;
+}
+}  // namespace
+
+Result<RunDiff> diff_runs(const std::string& run_a, const std::string& run_b) {
+  auto a = load_summary(run_a);
+  if (!a) return a.status();
+  auto b = load_summary(run_b);
+  if (!b) return b.status();
+  auto ta = aggregate_trace(run_a + "/trace.jsonl");
+  if (!ta) return ta.status();
+  auto tb = aggregate_trace(run_b + "/trace.jsonl");
+  if (!tb) return tb.status();
+  RunDiff d;
+  d.same_trace = !a->trace_digest.empty() && a->trace_digest == b->trace_digest;
+  std::ostringstream o;
+  char line[512];
+  o << "A: " << run_a << "  (" << a->scenario << ", seed " << a->seed << ", "
+    << (a->ok() ? "PASS" : "FAIL") << ")\n";
+  o << "B: " << run_b << "  (" << b->scenario << ", seed " << b->seed << ", "
+    << (b->ok() ? "PASS" : "FAIL") << ")\n";
+  o << "trace: " << (d.same_trace ? "identical (same digest)" : "different") << "\n\n";
+
+  o << "verdicts:\n";
+  std::map<std::string, bool> va, vb;
+  for (const auto& e : a->expectations) va[e.name] = e.passed;
+  for (const auto& e : b->expectations) vb[e.name] = e.passed;
+  std::size_t changed = 0;
+  for (const auto& [name, pa] : va) {
+    auto it = vb.find(name);
+    if (it == vb.end()) {
+      ++changed;
+      if (pa) ++d.regressions;
+      o << "  - " << name << ": " << (pa ? "pass" : "FAIL") << " -> (gone)\n";
+    } else if (it->second != pa) {
+      ++changed;
+      (pa ? d.regressions : d.fixes) += 1;
+      o << "  " << (pa ? "! " : "+ ") << name << ": " << (pa ? "pass -> FAIL" : "FAIL -> pass")
+        << "\n";
+    }
+  }
+  for (const auto& [name, pb] : vb) {
+    if (!va.count(name)) {
+      ++changed;
+      o << "  + " << name << ": (new) -> " << (pb ? "pass" : "FAIL") << "\n";
+    }
+  }
+  if (changed == 0) o << "  (no verdict changed)\n";
+
+  o << "\nfigures:                                    A               B   change\n";
+  auto num = [](double v) {
+    char b[40];
+    if (v == static_cast<double>(static_cast<long long>(v)) && std::fabs(v) < 1e15) {
+      std::snprintf(b, sizeof b, "%lld", static_cast<long long>(v));
+    } else {
+      std::snprintf(b, sizeof b, "%.6g", v);
+    }
+    return std::string(b);
+  };
+  auto row = [&](const std::string& name, double x, double y) {
+    std::snprintf(line, sizeof line, "  %-34s %14s  %14s   %s\n", name.c_str(), num(x).c_str(),
+                  num(y).c_str(), x == y ? "=" : signed_delta(x, y).c_str());
+    o << line;
+  };
+  row("swipes", static_cast<double>(a->swipes), static_cast<double>(b->swipes));
+  row("refusals", static_cast<double>(a->refusals), static_cast<double>(b->refusals));
+  row("virtual_duration_s", a->virtual_duration_s, b->virtual_duration_s);
+  row("swipes_per_s_wall", a->swipes_per_s_wall, b->swipes_per_s_wall);
+  for (const auto& [k, v] : a->figures.items()) {
+    if (!v.is_number() || !b->figures.contains(k) || !b->figures[k].is_number()) continue;
+    row(k, v.get<double>(), b->figures[k].get<double>());
+  }
+  o << "\nper route (swipes):\n";
+  std::map<std::string, std::pair<std::uint64_t, std::uint64_t>> routes;
+  for (const auto& [r, g] : ta->per_route) routes[r].first = g.swipes;
+  for (const auto& [r, g] : tb->per_route) routes[r].second = g.swipes;
+  for (const auto& [r, n] : routes) {
+    row(r, static_cast<double>(n.first), static_cast<double>(n.second));
+  }
+  o << "\n" << d.regressions << " regression(s), " << d.fixes << " fix(es)\n";
+  d.text = o.str();
+  return d;
+}
+
+Status render_run(const std::string& dir) {
+  auto summary = load_summary(dir);
   if (!summary) return summary.status();
   auto stats = aggregate_trace(dir + "/trace.jsonl");
   if (!stats) return stats.status();

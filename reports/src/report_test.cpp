@@ -97,3 +97,82 @@ TEST(Report, MissingRunDirIsAnError) {
 
 }  // namespace
 }  // namespace citycard::reports
+
+namespace citycard::reports {
+namespace {
+
+TEST(ReportTrace, WrongTypeOfAKnownFieldAndTornLastLineAreMalformed) {
+  const std::string a = ::testing::TempDir() + "wrong_type.jsonl";
+  ASSERT_TRUE(write_text_file(a, "{\"ev\":\"swipe\",\"ok\":\"yes\",\"t_us\":1}\n").is_ok());
+  EXPECT_EQ(aggregate_trace(a).status().code(), Errc::kMalformed);
+  const std::string b = ::testing::TempDir() + "torn.jsonl";
+  ASSERT_TRUE(write_text_file(b, "{\"ev\":\"swipe\",\"ok\":true,\"t_us\":1}\n{\"ev\":\"sw").is_ok());
+  auto st = aggregate_trace(b);
+  EXPECT_EQ(st.status().code(), Errc::kMalformed);
+  EXPECT_NE(st.status().message().find(":2:"), std::string::npos) << st.status().message();
+}
+
+TEST(ReportTrace, LinesSpanningChunkBoundariesAreCounted) {
+  // Many small lines: the chunked reader must neither drop nor double a line at a boundary.
+  const std::string p = ::testing::TempDir() + "many.jsonl";
+  std::string text;
+  for (int i = 0; i < 200000; ++i) {  // ~12 MB
+    text += "{\"amount_fen\":3,\"ev\":\"swipe\",\"ok\":true,\"route\":\"R" + std::to_string(i % 7) +
+            "\",\"t_us\":" + std::to_string(i) + "}\n";
+  }
+  ASSERT_TRUE(write_text_file(p, text).is_ok());
+  auto st = aggregate_trace(p, 4093);  // a prime: boundaries fall everywhere in a line
+  ASSERT_TRUE(st.is_ok()) << st.status().to_string();
+  EXPECT_EQ(st->lines, 200000u);
+  std::int64_t total = 0;
+  for (const auto& [route, g] : st->per_route) total += g.amount_fen;
+  EXPECT_EQ(total, 600000);
+}
+
+}  // namespace
+}  // namespace citycard::reports
+
+namespace citycard::reports {
+namespace {
+
+std::string make_diff_run(const std::string& name, bool second_passes, int r1_swipes) {
+  const std::string dir = ::testing::TempDir() + "diff_" + name;
+  std::filesystem::create_directories(dir);
+  RunSummary s;
+  s.scenario = "smoke";
+  s.seed = 1;
+  s.swipes = static_cast<std::uint64_t>(r1_swipes);
+  s.ledger_balanced = true;
+  s.trace_digest = name;
+  s.expectations.push_back({"always", true, "", "x.lua:1", 0});
+  s.expectations.push_back({"sometimes", second_passes, "", "x.lua:2", 0});
+  EXPECT_TRUE(write_text_file(dir + "/summary.json", to_json(s).dump()).is_ok());
+  std::string trace;
+  for (int i = 0; i < r1_swipes; ++i) {
+    trace += "{\"amount_fen\":200,\"ev\":\"swipe\",\"ok\":true,\"route\":\"R1\",\"t_us\":1}\n";
+  }
+  EXPECT_TRUE(write_text_file(dir + "/trace.jsonl", trace).is_ok());
+  return dir;
+}
+
+TEST(ReportDiff, NamesRegressionsFixesAndFigureChanges) {
+  const std::string a = make_diff_run("a", true, 10);
+  const std::string b = make_diff_run("b", false, 12);
+  auto d = diff_runs(a, b);
+  ASSERT_TRUE(d.is_ok()) << d.status().to_string();
+  EXPECT_EQ(d->regressions, 1u);
+  EXPECT_EQ(d->fixes, 0u);
+  EXPECT_FALSE(d->same_trace);
+  EXPECT_NE(d->text.find("sometimes: pass -> FAIL"), std::string::npos) << d->text;
+  EXPECT_NE(d->text.find("+2 (+20.0%)"), std::string::npos) << d->text;
+  auto back = diff_runs(b, a);
+  EXPECT_EQ(back->fixes, 1u);
+  EXPECT_EQ(back->regressions, 0u);
+  auto same = diff_runs(a, a);
+  EXPECT_TRUE(same->same_trace);
+  EXPECT_NE(same->text.find("(no verdict changed)"), std::string::npos);
+  EXPECT_FALSE(diff_runs(a, "/nonexistent").is_ok());
+}
+
+}  // namespace
+}  // namespace citycard::reports

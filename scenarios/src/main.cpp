@@ -29,6 +29,7 @@ commands:
   run SCENARIO.lua|FOLDER   run a scenario (or every scenario in a folder) in virtual time
                             with the embedded backend; prints a summary, writes reports
   report RUN_DIR            render a run's reports again from its trace
+  report --diff A B         what changed from run A to run B (exit 1 on a regression)
   backend                   serve the clearing centre on a ZeroMQ endpoint
   nfc list                  list the libnfc readers this machine can see
 
@@ -138,8 +139,17 @@ int cmd_run(const std::vector<std::string>& args) {
 }
 
 int cmd_report(const std::vector<std::string>& args) {
+  if (args.size() == 3 && args[0] == "--diff") {
+    auto d = reports::diff_runs(args[1], args[2]);
+    if (!d) {
+      std::cerr << "citycard report --diff: " << d.status().to_string() << "\n";
+      return 2;
+    }
+    std::cout << d->text;
+    return d->regressions > 0 ? 1 : 0;  // a regression fails a CI step that compares builds
+  }
   if (args.size() != 1 || args[0] == "--help" || args[0] == "-h") {
-    std::cerr << "usage: citycard report RUN_DIR\n";
+    std::cerr << "usage: citycard report RUN_DIR\n       citycard report --diff RUN_A RUN_B\n";
     return 2;
   }
   if (Status s = reports::render_run(args[0]); !s) {

@@ -25,15 +25,17 @@ struct TraceStats {
     std::int64_t amount_fen = 0;
   };
   std::map<std::int64_t, Bucket> per_minute;        // virtual minute -> figures
-  std::map<std::string, Group> per_route;
-  std::map<std::string, Group> per_vehicle;
-  std::map<std::string, std::uint64_t> refusal_reasons;
+  std::map<std::string, Group, std::less<>> per_route;
+  std::map<std::string, Group, std::less<>> per_vehicle;
+  std::map<std::string, std::uint64_t, std::less<>> refusal_reasons;
   std::uint64_t batches = 0, records_accepted = 0, records_duplicate = 0, records_rejected = 0;
   std::uint64_t lines = 0;
   std::int64_t last_t_us = 0;
 };
 
-Result<TraceStats> aggregate_trace(const std::string& trace_path);
+// Reads the trace in chunks of whole lines (chunk_bytes is a knob for tests).
+Result<TraceStats> aggregate_trace(const std::string& trace_path,
+                                   std::size_t chunk_bytes = 32u << 20);
 
 std::string junit_xml(const std::vector<RunSummary>& runs, const std::string& suite_name);
 std::string html_report(const RunSummary& summary, const TraceStats& stats);
@@ -41,5 +43,15 @@ std::string html_report(const RunSummary& summary, const TraceStats& stats);
 // Reads RUN_DIR/summary.json and RUN_DIR/trace.jsonl; writes RUN_DIR/report.html and
 // RUN_DIR/junit.xml.
 Status render_run(const std::string& run_dir);
+
+// What changed from run A to run B: verdicts expectation by expectation, headline figures,
+// per-route totals and whether the traces are identical. For comparing two builds.
+struct RunDiff {
+  std::string text;           // the human table
+  std::size_t regressions = 0;  // expectations that passed in A and fail (or vanished) in B
+  std::size_t fixes = 0;        // failed in A, pass in B
+  bool same_trace = false;
+};
+Result<RunDiff> diff_runs(const std::string& run_a, const std::string& run_b);
 
 }  // namespace citycard::reports
