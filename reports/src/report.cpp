@@ -24,8 +24,10 @@ struct EventView {
   std::int64_t t_us = 0;
   bool ok = false;
   std::int64_t amount_fen = 0;
-  std::string_view route, vehicle, reason;
+  std::string_view route, vehicle, reason, card, operator_id;
   std::uint64_t accepted = 0, duplicates = 0, rejected = 0;
+  std::int64_t count = 0;
+  bool recovered = false;
 };
 
 // simdjson's DOM parser picks the fastest kernel for this CPU at run time (its On-Demand
@@ -56,6 +58,14 @@ bool read_event(simdjson::dom::element doc, EventView& e) {
       if (value.get(e.duplicates)) return false;
     } else if (key == "rejected") {
       if (value.get(e.rejected)) return false;
+    } else if (key == "card") {
+      if (value.get(e.card)) return false;
+    } else if (key == "operator") {
+      if (value.get(e.operator_id)) return false;
+    } else if (key == "count") {
+      if (value.get(e.count)) return false;
+    } else if (key == "recovered") {
+      if (value.get(e.recovered)) return false;
     }
   }
   return true;
@@ -68,9 +78,18 @@ typename Map::mapped_type& group(Map& m, std::string_view key) {
   return it->second;
 }
 
+void log_tear(TraceStats& st, const EventView& e, const char* what) {
+  ++st.tear_events;
+  if (st.tear_log.size() < TraceStats::kTearLogMax) {
+    st.tear_log.push_back({e.t_us, std::string(e.card), std::string(e.vehicle), what});
+  }
+}
+
 void add_event(TraceStats& st, const EventView& e) {
   st.last_t_us = std::max(st.last_t_us, e.t_us);
   if (e.type == "swipe") {
+    if (e.recovered) log_tear(st, e, "earlier torn purchase completed (GET TRANSACTION PROVE)");
+    if (!e.ok && e.reason == "torn") log_tear(st, e, "card left the field mid-transaction");
     auto& b = st.per_minute[e.t_us / 60'000'000];
     if (e.ok) {
       ++b.swipes;
@@ -85,6 +104,8 @@ void add_event(TraceStats& st, const EventView& e) {
       ++b.refusals;
       ++group(st.refusal_reasons, e.reason.empty() ? "unknown" : e.reason);
     }
+  } else if (e.type == "clearing") {
+    st.cleared.push_back({std::string(e.operator_id), std::string(e.route), e.count, e.amount_fen});
   } else if (e.type == "upload_ack") {
     ++st.batches;
     st.records_accepted += e.accepted;
@@ -336,6 +357,41 @@ std::string html_report(const RunSummary& s, const TraceStats& st) {
   }
   o << "</table></section>";
 
+  if (!st.cleared.empty()) {
+    // Reconciliation: the backend's clearing against what the validators' swipes in the trace
+    // add up to, route by route; every difference is listed.
+    o << "<section id='clearing'><h2>Clearing and reconciliation</h2><table><tr><th>operator</th>"
+      << "<th>route</th><th class='num'>cleared swipes</th><th class='num'>cleared (yuan)</th>"
+      << "<th class='num'>validators (yuan)</th><th>difference</th></tr>";
+    std::int64_t total_cleared = 0;
+    for (const auto& c : st.cleared) {
+      auto it = st.per_route.find(c.route);
+      const std::int64_t sold = it == st.per_route.end() ? 0 : it->second.amount_fen;
+      total_cleared += c.amount_fen;
+      o << "<tr><td>" << escape(c.operator_id) << "</td><td>" << escape(c.route)
+        << "</td><td class='num'>" << svg::thousands(c.count) << "</td><td class='num'>"
+        << svg::yuan(c.amount_fen) << "</td><td class='num'>" << svg::yuan(sold) << "</td><td class='"
+        << (sold == c.amount_fen ? "ok'>none" : "bad'>" + svg::yuan(c.amount_fen - sold))
+        << "</td></tr>";
+    }
+    o << "<tr><th colspan='3'>total cleared</th><th class='num'>" << svg::yuan(total_cleared)
+      << "</th><td></td><td></td></tr></table></section>";
+  }
+
+  if (st.tear_events > 0) {
+    o << "<section id='tearing'><h2>Tearing and recovery</h2><p>" << st.tear_events
+      << " events";
+    if (st.tear_events > st.tear_log.size()) o << " (the first " << st.tear_log.size() << " shown)";
+    o << "</p><table><tr><th class='num'>virtual time (s)</th><th>card</th><th>vehicle</th>"
+      << "<th>what happened</th></tr>";
+    for (const auto& t : st.tear_log) {
+      o << "<tr><td class='num'>" << t.t_us / 1'000'000 << "</td><td><code>" << escape(t.card)
+        << "</code></td><td>" << escape(t.vehicle) << "</td><td>" << escape(t.what)
+        << "</td></tr>";
+    }
+    o << "</table></section>";
+  }
+
   o << "<section><h2>Expectations</h2><table><tr><th>expectation</th><th>verdict</th>"
     << "<th>where</th><th>virtual time (s)</th></tr>";
   for (const auto& e : s.expectations) {
@@ -450,12 +506,35 @@ Result<RunDiff> diff_runs(const std::string& run_a, const std::string& run_b) {
   return d;
 }
 
+std::string clearing_csv(const TraceStats& st) {
+  std::ostringstream o;
+  o << "operator,route,swipes,amount_fen,amount_yuan\n";
+  auto field = [](const std::string& v) {
+    // RFC 4180: quote a field holding a comma, quote or line break.
+    if (v.find_first_of(",\"\r\n") == std::string::npos) return v;
+    std::string q = "\"";
+    for (char c : v) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+    return q + "\"";
+  };
+  for (const auto& c : st.cleared) {
+    char yuan[32];
+    std::snprintf(yuan, sizeof yuan, "%lld.%02lld", static_cast<long long>(c.amount_fen / 100),
+                  static_cast<long long>(std::llabs(c.amount_fen % 100)));
+    o << field(c.operator_id) << ',' << field(c.route) << ',' << c.count << ',' << c.amount_fen
+      << ',' << yuan << "\n";
+  }
+  return o.str();
+}
+
 Status render_run(const std::string& dir) {
   auto summary = load_summary(dir);
   if (!summary) return summary.status();
   auto stats = aggregate_trace(dir + "/trace.jsonl");
   if (!stats) return stats.status();
   if (Status s = write_text_file(dir + "/report.html", html_report(*summary, *stats)); !s) return s;
+  if (!stats->cleared.empty()) {
+    if (Status s = write_text_file(dir + "/clearing.csv", clearing_csv(*stats)); !s) return s;
+  }
   return write_text_file(dir + "/junit.xml", junit_xml({*summary}, "citycard"));
 }
 

@@ -176,3 +176,45 @@ TEST(ReportDiff, NamesRegressionsFixesAndFigureChanges) {
 
 }  // namespace
 }  // namespace citycard::reports
+
+namespace citycard::reports {
+namespace {
+
+TEST(ReportClearing, CsvAndReconciliationListEveryDifferenceAndTheTearLog) {
+  const std::string dir = ::testing::TempDir() + "clearing_run";
+  std::filesystem::create_directories(dir);
+  RunSummary s;
+  s.scenario = "c";
+  s.seed = 1;
+  s.ledger_balanced = true;
+  s.expectations.push_back({"x", true, "", "", 0});
+  ASSERT_TRUE(write_text_file(dir + "/summary.json", to_json(s).dump()).is_ok());
+  ASSERT_TRUE(write_text_file(
+                  dir + "/trace.jsonl",
+                  "{\"amount_fen\":200,\"ev\":\"swipe\",\"ok\":true,\"route\":\"R1\",\"t_us\":1}\n"
+                  "{\"amount_fen\":200,\"ev\":\"swipe\",\"ok\":true,\"route\":\"R2\",\"t_us\":2,"
+                  "\"recovered\":true,\"card\":\"0102\",\"vehicle\":\"R2-B1\"}\n"
+                  "{\"ev\":\"swipe\",\"ok\":false,\"reason\":\"torn\",\"route\":\"R2\",\"t_us\":3,"
+                  "\"card\":\"0103\",\"vehicle\":\"R2-B1\"}\n"
+                  "{\"amount_fen\":200,\"count\":1,\"ev\":\"clearing\",\"operator\":\"bus,co\","
+                  "\"route\":\"R1\",\"t_us\":9}\n"
+                  "{\"amount_fen\":0,\"count\":0,\"ev\":\"clearing\",\"operator\":\"bus,co\","
+                  "\"route\":\"R2\",\"t_us\":9}\n")
+                  .is_ok());
+  ASSERT_TRUE(render_run(dir).is_ok());
+  auto csv = read_text_file(dir + "/clearing.csv");
+  ASSERT_TRUE(csv.is_ok());
+  EXPECT_EQ(*csv,
+            "operator,route,swipes,amount_fen,amount_yuan\n"
+            "\"bus,co\",R1,1,200,2.00\n"
+            "\"bus,co\",R2,0,0,0.00\n");
+  auto html = read_text_file(dir + "/report.html");
+  EXPECT_NE(html->find("Clearing and reconciliation"), std::string::npos);
+  EXPECT_NE(html->find("-2.00"), std::string::npos);  // R2: 2 yuan sold, nothing cleared
+  EXPECT_NE(html->find("Tearing and recovery"), std::string::npos);
+  EXPECT_NE(html->find("GET TRANSACTION PROVE"), std::string::npos);
+  EXPECT_NE(html->find("card left the field"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace citycard::reports

@@ -84,6 +84,17 @@ RunOutcome run_scenario(const RunOptions& options) {
     summary.swipes = st.swipes;
     summary.refusals = st.refusals;
     summary.virtual_duration_s = static_cast<double>(world.loop().now_us()) / 1e6;
+    if (world.built() && world.backend_up()) {
+      // The backend's clearing goes into the trace, so reports render it (and reconcile it
+      // against the validators' swipes) from the trace alone.
+      if (auto routes = world.backend().clearing().by_route(); routes) {
+        for (const auto& r : *routes) {
+          (*trace)->event(world.loop().now_us(), "clearing",
+                          {{"operator", r.operator_id}, {"route", r.route}, {"count", r.count},
+                           {"amount_fen", r.amount_fen}});
+        }
+      }
+    }
     if (world.built()) {
       // Money is checked after every run, whatever the scenario asserted.
       const Status conserved = world.conservation();

@@ -417,6 +417,7 @@ void World::tap(std::size_t card_index, std::size_t bus_index, const char* leg) 
                    {"vehicle", v.config().vehicle},
                    {"ok", r.ok()}};
   if (leg) ev["leg"] = leg;
+  if (r.recovered) ev["recovered"] = true;
   if (r.ok()) {
     ++stats_.swipes;
     stats_.validator_amount_fen += r.record.amount_fen();

@@ -28,6 +28,20 @@ struct TraceStats {
   std::map<std::string, Group, std::less<>> per_route;
   std::map<std::string, Group, std::less<>> per_vehicle;
   std::map<std::string, std::uint64_t, std::less<>> refusal_reasons;
+  // The backend's clearing by route, as the run recorded it at its end ("clearing" events).
+  struct Cleared {
+    std::string operator_id, route;
+    std::int64_t count = 0, amount_fen = 0;
+  };
+  std::vector<Cleared> cleared;
+  // Tears and recoveries, in order (at most kTearLogMax kept; tear_events counts them all).
+  struct TearEntry {
+    std::int64_t t_us = 0;
+    std::string card, vehicle, what;
+  };
+  static constexpr std::size_t kTearLogMax = 1000;
+  std::vector<TearEntry> tear_log;
+  std::uint64_t tear_events = 0;
   std::uint64_t batches = 0, records_accepted = 0, records_duplicate = 0, records_rejected = 0;
   std::uint64_t lines = 0;
   std::int64_t last_t_us = 0;
@@ -40,8 +54,11 @@ Result<TraceStats> aggregate_trace(const std::string& trace_path,
 std::string junit_xml(const std::vector<RunSummary>& runs, const std::string& suite_name);
 std::string html_report(const RunSummary& summary, const TraceStats& stats);
 
-// Reads RUN_DIR/summary.json and RUN_DIR/trace.jsonl; writes RUN_DIR/report.html and
-// RUN_DIR/junit.xml.
+// The backend's clearing per route as CSV: operator,route,swipes,amount_fen,amount_yuan.
+std::string clearing_csv(const TraceStats& stats);
+
+// Reads RUN_DIR/summary.json and RUN_DIR/trace.jsonl; writes RUN_DIR/report.html,
+// RUN_DIR/junit.xml and RUN_DIR/clearing.csv.
 Status render_run(const std::string& run_dir);
 
 // What changed from run A to run B: verdicts expectation by expectation, headline figures,
