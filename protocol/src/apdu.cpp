@@ -27,7 +27,13 @@ const char* sw_name(std::uint16_t s) {
     case sw::kInsufficientBalance: return "insufficient balance";
     case sw::kKeyIndexNotSupported: return "key index not supported";
     case sw::kMacError: return "MAC not available";
-    default: return "unknown status";
+    case sw::kCounterLimit: return "transaction counter at its limit";
+    case sw::kNoChallenge: return "no valid challenge";
+    case sw::kSmMacWrong: return "secure messaging MAC wrong";
+    default:
+      if ((s & 0xFFF0) == sw::kPinWrongBase) return "PIN wrong (63Cx: x tries left)";
+      if ((s & 0xFF00) == sw::kWrongLengthLe) return "wrong Le (6Cxx: xx is right)";
+      return "unknown status";
   }
 }
 

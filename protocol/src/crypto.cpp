@@ -1,79 +1,13 @@
 #include "citycard/protocol/crypto.h"
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 
-#include <cstdio>
-#include <cstdlib>
-#include <memory>
+#include <cstring>
+
+#include "citycard/protocol/crypto_evp.h"
 
 namespace citycard::protocol::crypto {
 namespace {
-
-[[noreturn]] void die(const char* what) {
-  std::fprintf(stderr, "citycard crypto: OpenSSL failed in %s\n", what);
-  std::abort();
-}
-
-// Ciphers are fetched once; contexts are per thread and reused (an EVP_CIPHER_CTX allocation
-// per MAC would cost more than the MAC itself).
-struct CipherCache {
-  EVP_CIPHER* des_ede_ecb = EVP_CIPHER_fetch(nullptr, "DES-EDE-ECB", nullptr);
-  EVP_CIPHER* des_ede_cbc = EVP_CIPHER_fetch(nullptr, "DES-EDE-CBC", nullptr);
-  EVP_CIPHER* sm4_ecb = EVP_CIPHER_fetch(nullptr, "SM4-ECB", nullptr);
-  EVP_CIPHER* sm4_cbc = EVP_CIPHER_fetch(nullptr, "SM4-CBC", nullptr);
-  CipherCache() {
-    if (!des_ede_ecb || !des_ede_cbc || !sm4_ecb || !sm4_cbc) die("EVP_CIPHER_fetch");
-  }
-  ~CipherCache() {
-    EVP_CIPHER_free(des_ede_ecb);
-    EVP_CIPHER_free(des_ede_cbc);
-    EVP_CIPHER_free(sm4_ecb);
-    EVP_CIPHER_free(sm4_cbc);
-  }
-};
-const CipherCache& ciphers() {
-  static const CipherCache cache;
-  return cache;
-}
-
-struct CtxDeleter {
-  void operator()(EVP_CIPHER_CTX* c) const { EVP_CIPHER_CTX_free(c); }
-};
-EVP_CIPHER_CTX* thread_ctx() {
-  thread_local std::unique_ptr<EVP_CIPHER_CTX, CtxDeleter> ctx(EVP_CIPHER_CTX_new());
-  if (!ctx) die("EVP_CIPHER_CTX_new");
-  return ctx.get();
-}
-
-// Encrypts `len` bytes (a multiple of the block size) without padding.
-void encrypt_raw(const EVP_CIPHER* cipher, const std::uint8_t* key, const std::uint8_t* in,
-                 std::size_t len, std::uint8_t* out) {
-  static const std::uint8_t kZeroIv[16] = {};
-  EVP_CIPHER_CTX* ctx = thread_ctx();
-  if (EVP_EncryptInit_ex2(ctx, cipher, key, kZeroIv, nullptr) != 1) die("EncryptInit");
-  EVP_CIPHER_CTX_set_padding(ctx, 0);
-  int outl = 0;
-  if (EVP_EncryptUpdate(ctx, out, &outl, in, static_cast<int>(len)) != 1) die("EncryptUpdate");
-  int fin = 0;
-  if (EVP_EncryptFinal_ex(ctx, out + outl, &fin) != 1) die("EncryptFinal");
-}
-
-// ISO 9797-1 method 2 padding to a multiple of `block`.
-Bytes pad_m2(ByteView data, std::size_t block) {
-  Bytes padded(data.begin(), data.end());
-  padded.push_back(0x80);
-  while (padded.size() % block != 0) padded.push_back(0x00);
-  return padded;
-}
-
-Mac4 cbc_mac(const EVP_CIPHER* cbc, const std::uint8_t* key, ByteView data, std::size_t block) {
-  Bytes padded = pad_m2(data, block);
-  Bytes out(padded.size());
-  encrypt_raw(cbc, key, padded.data(), padded.size(), out.data());
-  const std::size_t last = out.size() - block;
-  return {out[last], out[last + 1], out[last + 2], out[last + 3]};
-}
 
 Block16 pad_to_16(const Block8& b) {
   Block16 out{};
@@ -93,73 +27,123 @@ SessionKey derive_session(Algorithm alg, const Key16& key, const Block8& input) 
   return sk;
 }
 
+// MAC inputs are short and fixed: built on the stack, not in a vector.
+template <std::size_t N>
+struct Fields {
+  std::array<std::uint8_t, N> b{};
+  std::size_t n = 0;
+  Fields& u8(std::uint8_t v) {
+    b[n++] = v;
+    return *this;
+  }
+  Fields& u16(std::uint16_t v) {
+    return u8(static_cast<std::uint8_t>(v >> 8)).u8(static_cast<std::uint8_t>(v));
+  }
+  Fields& u32(std::uint32_t v) {
+    return u16(static_cast<std::uint16_t>(v >> 16)).u16(static_cast<std::uint16_t>(v));
+  }
+  template <std::size_t M>
+  Fields& bytes(const std::array<std::uint8_t, M>& a) {
+    std::memcpy(b.data() + n, a.data(), M);
+    n += M;
+    return *this;
+  }
+  ByteView view() const { return ByteView(b.data(), n); }
+};
+
+bool fast() {
+  return !evp::evp_forced();
+}
+
 }  // namespace
 
 std::optional<Algorithm> algorithm_from_id(std::uint8_t id) {
   switch (id) {
-    case 0x00: return Algorithm::kTripleDes;
-    case 0x04: return Algorithm::kSm4;
-    default: return std::nullopt;
+    case 0x00:
+      return Algorithm::kTripleDes;
+    case 0x04:
+      return Algorithm::kSm4;
+    default:
+      return std::nullopt;
   }
 }
 
 Block8 tdes_encrypt(const Key16& key, const Block8& in) {
-  Block8 out{};
-  encrypt_raw(ciphers().des_ede_ecb, key.data(), in.data(), 8, out.data());
-  return out;
+  if (!fast()) return evp::tdes_encrypt(key, in);
+  return TdesKey(key).encrypt(in);
 }
 
 Block16 sm4_encrypt(const Key16& key, const Block16& in) {
-  Block16 out{};
-  encrypt_raw(ciphers().sm4_ecb, key.data(), in.data(), 16, out.data());
-  return out;
+  return evp::sm4_encrypt(key, in);
 }
 
 Mac4 des_mac(const Block8& key8, ByteView data) {
-  std::uint8_t kk[16];
-  for (int i = 0; i < 8; ++i) kk[i] = kk[i + 8] = key8[i];
-  return cbc_mac(ciphers().des_ede_cbc, kk, data, 8);
+  if (!fast()) return evp::des_mac(key8, data);
+  return DesKey(key8).mac(data);
 }
 
 Mac4 sm4_mac(const Key16& key, ByteView data) {
-  return cbc_mac(ciphers().sm4_cbc, key.data(), data, 16);
+  return evp::sm4_mac(key, data);
 }
 
 Mac4 tdes_mac(const Key16& key, ByteView data) {
-  return cbc_mac(ciphers().des_ede_cbc, key.data(), data, 8);
+  if (!fast()) return evp::tdes_mac(key, data);
+  return TdesKey(key).mac(data);
+}
+
+Mac4 tdes_mac(const Key16& key, const Block8& iv, ByteView data) {
+  if (!fast()) return evp::tdes_mac(key, data, iv);
+  return TdesKey(key).mac(iv, data);
+}
+
+Mac4 sm4_mac(const Key16& key, const Block16& iv, ByteView data) {
+  return evp::sm4_mac(key, data, iv);
 }
 
 Mac4 mac(const SessionKey& key, ByteView data) {
-  if (key.algorithm == Algorithm::kTripleDes) {
+  if (key.algorithm == Algorithm::kTripleDes && !fast()) {
     Block8 k8;
-    for (int i = 0; i < 8; ++i) k8[i] = key.bytes[i];
-    return des_mac(k8, data);
+    std::memcpy(k8.data(), key.bytes.data(), 8);
+    return evp::des_mac(k8, data);
   }
-  return sm4_mac(key.bytes, data);
+  return MacKey(key).mac(data);
+}
+
+MacKey::MacKey(const SessionKey& key)
+    : algorithm_(key.algorithm), des_(key.bytes.data()), key_(key.bytes) {}
+
+Mac4 MacKey::mac(ByteView data) const {
+  if (algorithm_ == Algorithm::kSm4) return evp::sm4_mac(key_, data);
+  if (!fast()) {
+    Block8 k8;
+    std::memcpy(k8.data(), key_.data(), 8);
+    return evp::des_mac(k8, data);
+  }
+  return des_.mac(data);
 }
 
 Key16 diversify(Algorithm alg, const Key16& master, const Serial8& serial) {
-  Key16 out{};
   if (alg == Algorithm::kTripleDes) {
+    if (fast()) return diversify(TdesKey(master), serial);
     Block8 d, nd;
     for (int i = 0; i < 8; ++i) {
       d[i] = serial[i];
       nd[i] = static_cast<std::uint8_t>(~serial[i]);
     }
-    Block8 left = tdes_encrypt(master, d), right = tdes_encrypt(master, nd);
+    const Block8 left = evp::tdes_encrypt(master, d), right = evp::tdes_encrypt(master, nd);
+    Key16 out{};
     for (int i = 0; i < 8; ++i) {
       out[i] = left[i];
       out[i + 8] = right[i];
     }
-  } else {
-    Block16 in;
-    for (int i = 0; i < 8; ++i) {
-      in[i] = serial[i];
-      in[i + 8] = static_cast<std::uint8_t>(~serial[i]);
-    }
-    out = sm4_encrypt(master, in);
+    return out;
   }
-  return out;
+  Block16 in;
+  for (int i = 0; i < 8; ++i) {
+    in[i] = serial[i];
+    in[i + 8] = static_cast<std::uint8_t>(~serial[i]);
+  }
+  return sm4_encrypt(master, in);
 }
 
 SessionKey purchase_session_key(Algorithm alg, const Key16& dpk, const Random4& random,
@@ -198,69 +182,128 @@ SessionKey tac_key(Algorithm alg, const Key16& dtk) {
   return sk;
 }
 
+// ---- MAC inputs, in one place ------------------------------------------------------------
+
+Mac4 purchase_mac1(const MacKey& sespk, std::uint32_t amount_fen, std::uint8_t type,
+                   const TerminalId& terminal, const DateTime7& datetime) {
+  return sespk.mac(Fields<18>{}.u32(amount_fen).u8(type).bytes(terminal).bytes(datetime).view());
+}
+
+Mac4 purchase_mac2(const MacKey& sespk, std::uint32_t amount_fen) {
+  return sespk.mac(Fields<4>{}.u32(amount_fen).view());
+}
+
+Mac4 purchase_tac(const MacKey& tac, std::uint32_t amount_fen, std::uint8_t type,
+                  const TerminalId& terminal, std::uint32_t terminal_seq,
+                  const DateTime7& datetime) {
+  return tac.mac(Fields<22>{}
+                     .u32(amount_fen)
+                     .u8(type)
+                     .bytes(terminal)
+                     .u32(terminal_seq)
+                     .bytes(datetime)
+                     .view());
+}
+
+Mac4 load_mac1(const MacKey& seslk, std::uint32_t balance_before_fen, std::uint32_t amount_fen,
+               std::uint8_t type, const TerminalId& terminal) {
+  return seslk.mac(
+      Fields<15>{}.u32(balance_before_fen).u32(amount_fen).u8(type).bytes(terminal).view());
+}
+
+Mac4 load_mac2(const MacKey& seslk, std::uint32_t amount_fen, std::uint8_t type,
+               const TerminalId& terminal, const DateTime7& datetime) {
+  // date(4) || time(3) is the 7-byte date-time
+  return seslk.mac(Fields<18>{}.u32(amount_fen).u8(type).bytes(terminal).bytes(datetime).view());
+}
+
+Mac4 load_tac(const MacKey& tac, std::uint32_t balance_after_fen, std::uint16_t online_counter,
+              std::uint32_t amount_fen, std::uint8_t type, const TerminalId& terminal,
+              const DateTime7& datetime) {
+  return tac.mac(Fields<24>{}
+                     .u32(balance_after_fen)
+                     .u16(online_counter)
+                     .u32(amount_fen)
+                     .u8(type)
+                     .bytes(terminal)
+                     .bytes(datetime)
+                     .view());
+}
+
+// The SessionKey forms: under ScopedEvpCrypto mac() computes through EVP from the raw key, as
+// the original implementation did, without scheduling a DesKey first.
+namespace {
+Mac4 session_mac(const SessionKey& key, ByteView data) {
+  return mac(key, data);
+}
+}  // namespace
+
 Mac4 purchase_mac1(const SessionKey& sespk, std::uint32_t amount_fen, std::uint8_t type,
                    const TerminalId& terminal, const DateTime7& datetime) {
-  Bytes d;
-  d.reserve(18);
-  put_u32be(d, amount_fen);
-  put_u8(d, type);
-  put_bytes(d, terminal);
-  put_bytes(d, datetime);
-  return mac(sespk, d);
+  return session_mac(sespk,
+                     Fields<18>{}.u32(amount_fen).u8(type).bytes(terminal).bytes(datetime).view());
 }
 
 Mac4 purchase_mac2(const SessionKey& sespk, std::uint32_t amount_fen) {
-  Bytes d;
-  put_u32be(d, amount_fen);
-  return mac(sespk, d);
+  return session_mac(sespk, Fields<4>{}.u32(amount_fen).view());
 }
 
 Mac4 purchase_tac(const SessionKey& tac, std::uint32_t amount_fen, std::uint8_t type,
                   const TerminalId& terminal, std::uint32_t terminal_seq,
                   const DateTime7& datetime) {
-  Bytes d;
-  d.reserve(22);
-  put_u32be(d, amount_fen);
-  put_u8(d, type);
-  put_bytes(d, terminal);
-  put_u32be(d, terminal_seq);
-  put_bytes(d, datetime);
-  return mac(tac, d);
+  return session_mac(tac, Fields<22>{}
+                              .u32(amount_fen)
+                              .u8(type)
+                              .bytes(terminal)
+                              .u32(terminal_seq)
+                              .bytes(datetime)
+                              .view());
 }
 
 Mac4 load_mac1(const SessionKey& seslk, std::uint32_t balance_before_fen, std::uint32_t amount_fen,
                std::uint8_t type, const TerminalId& terminal) {
-  Bytes d;
-  put_u32be(d, balance_before_fen);
-  put_u32be(d, amount_fen);
-  put_u8(d, type);
-  put_bytes(d, terminal);
-  return mac(seslk, d);
+  return session_mac(
+      seslk, Fields<15>{}.u32(balance_before_fen).u32(amount_fen).u8(type).bytes(terminal).view());
 }
 
 Mac4 load_mac2(const SessionKey& seslk, std::uint32_t amount_fen, std::uint8_t type,
                const TerminalId& terminal, const DateTime7& datetime) {
-  Bytes d;
-  put_u32be(d, amount_fen);
-  put_u8(d, type);
-  put_bytes(d, terminal);
-  put_bytes(d, datetime);  // date(4) || time(3) is the 7-byte date-time
-  return mac(seslk, d);
+  return session_mac(seslk,
+                     Fields<18>{}.u32(amount_fen).u8(type).bytes(terminal).bytes(datetime).view());
 }
 
 Mac4 load_tac(const SessionKey& tac, std::uint32_t balance_after_fen, std::uint16_t online_counter,
               std::uint32_t amount_fen, std::uint8_t type, const TerminalId& terminal,
               const DateTime7& datetime) {
-  Bytes d;
-  put_u32be(d, balance_after_fen);
-  put_u16be(d, online_counter);
-  put_u32be(d, amount_fen);
-  put_u8(d, type);
-  put_bytes(d, terminal);
-  put_bytes(d, datetime);
-  return mac(tac, d);
+  return session_mac(tac, Fields<24>{}
+                              .u32(balance_after_fen)
+                              .u16(online_counter)
+                              .u32(amount_fen)
+                              .u8(type)
+                              .bytes(terminal)
+                              .bytes(datetime)
+                              .view());
 }
 
-bool mac_equal(const Mac4& a, const Mac4& b) { return CRYPTO_memcmp(a.data(), b.data(), 4) == 0; }
+Mac4 secure_messaging_mac(Algorithm alg, const Key16& key, const Random4& challenge,
+                          ByteView data) {
+  if (alg == Algorithm::kTripleDes) {
+    const Block8 iv{challenge[0], challenge[1], challenge[2], challenge[3], 0, 0, 0, 0};
+    return tdes_mac(key, iv, data);
+  }
+  Block16 iv{};
+  for (int i = 0; i < 4; ++i) iv[i] = challenge[i];
+  return sm4_mac(key, iv, data);
+}
+
+Mac4 application_block_mac(Algorithm alg, const Key16& damk, const Random4& challenge,
+                           std::uint8_t p2) {
+  const std::uint8_t header[5] = {0x84, 0x1E, 0x00, p2, 0x04};
+  return secure_messaging_mac(alg, damk, challenge, ByteView(header, 5));
+}
+
+bool mac_equal(const Mac4& a, const Mac4& b) {
+  return CRYPTO_memcmp(a.data(), b.data(), 4) == 0;
+}
 
 }  // namespace citycard::protocol::crypto

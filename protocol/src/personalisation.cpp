@@ -23,6 +23,7 @@ void derive_card_keys(const IssuerKeys& keys, crypto::Algorithm alg, CardImage& 
   card.dpk = crypto::diversify(alg, keys.purchase, card.serial);
   card.dlk = crypto::diversify(alg, keys.load, card.serial);
   card.dtk = crypto::diversify(alg, keys.tac, card.serial);
+  card.damk = crypto::diversify(alg, keys.maintenance, card.serial);
 }
 
 }  // namespace citycard::protocol

@@ -4,6 +4,10 @@
 
 namespace citycard::protocol {
 
+const char* family_name(Family f) {
+  return f == Family::kJtt978 ? "jtt978" : "cjt166";
+}
+
 Bytes LogRecord::encode() const {
   Bytes out;
   out.reserve(kSize);

@@ -18,6 +18,8 @@ const char* errc_name(Errc c) {
     case Errc::kUnavailable: return "unavailable";
     case Errc::kIo: return "io";
     case Errc::kInternal: return "internal";
+    case Errc::kPermissionDenied: return "permission_denied";
+    case Errc::kConflict: return "conflict";
   }
   return "unknown";
 }

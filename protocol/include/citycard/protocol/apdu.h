@@ -34,6 +34,12 @@ inline constexpr std::uint16_t kAppBlockedPermanently = 0x9303;
 inline constexpr std::uint16_t kInsufficientBalance = 0x9401;
 inline constexpr std::uint16_t kKeyIndexNotSupported = 0x9403;
 inline constexpr std::uint16_t kMacError = 0x9406;              // MAC not available
+inline constexpr std::uint16_t kCounterLimit = 0x9402;          // transaction counter at its max
+inline constexpr std::uint16_t kNoChallenge = 0x6984;           // no valid challenge (random)
+inline constexpr std::uint16_t kSmMacWrong = 0x6988;            // secure-messaging MAC wrong
+inline constexpr std::uint16_t kPinWrongBase = 0x63C0;          // | tries left (63Cx)
+inline constexpr std::uint16_t kPinBlocked = kAuthBlocked;      // 6983: no tries left
+inline constexpr std::uint16_t kWrongLengthLe = 0x6C00;         // | the right Le (6Cxx)
 }  // namespace sw
 
 // A short human name for a status word, for traces and error messages.

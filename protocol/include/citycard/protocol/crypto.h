@@ -6,6 +6,10 @@
 // is NOT confirmed by a public source; our reading is documented at each function and pinned
 // by a test, so that a later correction changes one place.
 //
+// Speed: DES and 3DES run on precomputed key schedules (des.h); SM4 through OpenSSL EVP. A
+// caller that uses one session key several times can schedule it once as a MacKey. The EVP
+// implementation the fast path replaced is kept as an oracle and baseline (crypto_evp.h).
+//
 // Thread safety: all functions are reentrant; OpenSSL contexts are thread-local.
 #pragma once
 
@@ -14,6 +18,7 @@
 #include <optional>
 
 #include "citycard/protocol/bytes.h"
+#include "citycard/protocol/des.h"
 #include "citycard/protocol/purse.h"
 
 namespace citycard::protocol::crypto {
@@ -79,6 +84,49 @@ Mac4 load_mac2(const SessionKey& seslk, std::uint32_t amount_fen, std::uint8_t t
 Mac4 load_tac(const SessionKey& tac, std::uint32_t balance_after_fen, std::uint16_t online_counter,
               std::uint32_t amount_fen, std::uint8_t type, const TerminalId& terminal,
               const DateTime7& datetime);
+
+// A session key scheduled once, for callers that compute several MACs under it (MAC1, MAC2).
+// Gives the same MACs as the SessionKey it was made from.
+class MacKey {
+ public:
+  explicit MacKey(const SessionKey& key);
+  Algorithm algorithm() const { return algorithm_; }
+  Mac4 mac(ByteView data) const;
+
+ private:
+  Algorithm algorithm_;
+  DesKey des_;   // 3DES purses: the 8-byte single-DES session key, scheduled
+  Key16 key_;    // the raw key: SM4 purses, and the EVP baseline (crypto_evp.h)
+};
+
+Mac4 purchase_mac1(const MacKey& sespk, std::uint32_t amount_fen, std::uint8_t type,
+                   const TerminalId& terminal, const DateTime7& datetime);
+Mac4 purchase_mac2(const MacKey& sespk, std::uint32_t amount_fen);
+Mac4 purchase_tac(const MacKey& tac, std::uint32_t amount_fen, std::uint8_t type,
+                  const TerminalId& terminal, std::uint32_t terminal_seq,
+                  const DateTime7& datetime);
+Mac4 load_mac1(const MacKey& seslk, std::uint32_t balance_before_fen, std::uint32_t amount_fen,
+               std::uint8_t type, const TerminalId& terminal);
+Mac4 load_mac2(const MacKey& seslk, std::uint32_t amount_fen, std::uint8_t type,
+               const TerminalId& terminal, const DateTime7& datetime);
+Mac4 load_tac(const MacKey& tac, std::uint32_t balance_after_fen, std::uint16_t online_counter,
+              std::uint32_t amount_fen, std::uint8_t type, const TerminalId& terminal,
+              const DateTime7& datetime);
+
+// CBC-MACs with an initial value (secure messaging; PSAM 80FA after 801A).
+Mac4 tdes_mac(const Key16& key, const Block8& iv, ByteView data);
+Mac4 sm4_mac(const Key16& key, const Block16& iv, ByteView data);
+
+// Secure-messaging MAC of a card command (PBOC style): the IV is the card's 4-byte challenge
+// followed by zeros, the data is the command header with Lc counting the MAC, padded by
+// method 2. 3DES cards: full 3DES CBC-MAC under the 16-byte key (for the one block of a
+// header-only command this equals the retail MAC, so the two readings agree). SM4 cards (our
+// reading, unconfirmed): SM4 CBC-MAC with a 16-byte IV.
+Mac4 secure_messaging_mac(Algorithm alg, const Key16& key, const Random4& challenge,
+                          ByteView data);
+// The MAC of APPLICATION BLOCK `84 1E 00 p2 04` under the card's DAMK.
+Mac4 application_block_mac(Algorithm alg, const Key16& damk, const Random4& challenge,
+                           std::uint8_t p2);
 
 // Constant-time comparison of two MACs.
 bool mac_equal(const Mac4& a, const Mac4& b);

@@ -27,12 +27,22 @@ inline const Bytes& aid_for(Family f) {
   return f == Family::kJtt978 ? kJtt : kCjt;
 }
 
+// The PSAM application DF that serves a card family's purchases (STANDARDS.md).
+inline constexpr std::uint16_t psam_df_for(Family f) {
+  return f == Family::kJtt978 ? 0x8011 : 0x1001;
+}
+const char* family_name(Family f);  // "jtt978", "cjt166"
+
 // Transaction type codes carried in MACs, TACs and records.
 namespace txn {
 inline constexpr std::uint8_t kLoadEd = 0x01;
 inline constexpr std::uint8_t kLoadEp = 0x02;
 inline constexpr std::uint8_t kPurchase = 0x06;
 inline constexpr std::uint8_t kCappPurchase = 0x09;
+// The P2 of GET TRANSACTION PROVE that asks for the proof of a load. NOT confirmed by a public
+// source; our reading is the load's own transaction type. Cards and terminals take it as an
+// option (CardProfile::load_prove_type, LoadOptions::prove_type) defaulting to this.
+inline constexpr std::uint8_t kLoadProveTypeDefault = kLoadEp;
 }  // namespace txn
 
 // Short file identifiers of the purse application.

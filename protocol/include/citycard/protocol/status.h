@@ -25,6 +25,8 @@ enum class Errc {
   kUnavailable,       // peer not reachable / busy
   kIo,                // storage failure
   kInternal,
+  kPermissionDenied,  // the user's role or merchant does not allow the operation
+  kConflict,          // an id reused with other parameters (an order id, a rule)
 };
 
 const char* errc_name(Errc c);
