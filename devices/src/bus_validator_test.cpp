@@ -93,6 +93,8 @@ TEST(BusValidator, ATapChargesTheFareAndQueuesACompleteRecord) {
   EXPECT_EQ(bus.validator.queue_length(), 1u);
   EXPECT_EQ(bus.validator.counters().taps, 1u);
   EXPECT_EQ(bus.validator.counters().purchases, 1u);
+  EXPECT_GT(r.duration_us, 0) << "a tap reports its simulated card and PSAM time";
+  EXPECT_LE(r.duration_us, 300'000);
 }
 
 TEST(BusValidator, UploadSendsASignedBatchAndRecordsLeaveOnTheAck) {

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "citycard/devices/card_link.h"
 #include "citycard/protocol/crypto.h"
 #include "test_support.h"
 
@@ -144,7 +145,8 @@ TEST(Psam, CommandsNeedTheApplicationSelected) {
 
 TEST(Psam, MalformedAndUnsupportedInputGetTheirStatusWords) {
   Psam psam = selected_psam();
-  EXPECT_EQ(send(psam, "00A40000021001").sw, sw::kFileNotFound) << "CJ/T 166 DF";
+  EXPECT_EQ(send(psam, "00A40000021001").sw, sw::kOk) << "CJ/T 166 DF";
+  EXPECT_EQ(send(psam, "00A40000021002").sw, sw::kFileNotFound);
   EXPECT_EQ(send(psam, "00A4040002801100").sw, sw::kWrongP1P2);
   EXPECT_EQ(send(psam, "00A400000380110000").sw, sw::kWrongLength);
   EXPECT_EQ(send(psam, "807000").sw, sw::kWrongLength);
@@ -177,6 +179,79 @@ TEST(Psam, ExhaustedSequenceRefusesMac1) {
   EXPECT_EQ(send(psam, mac1_command(0, 1)).sw, sw::kOk);
   EXPECT_EQ(send(psam, mac1_command(0, 1)).sw, sw::kConditionsNotSatisfied);
   EXPECT_EQ(psam.next_sequence(), UINT32_MAX);
+}
+
+// ---- 801A / 80FA: the blacklist lock's MAC ---------------------------------------------------
+
+Command diversify_command(std::uint8_t usage, std::uint8_t version = 1) {
+  Bytes d;
+  put_bytes(d, kSerial);
+  put_bytes(d, Bytes(8, 0x00));  // group data
+  return Command{0x80, 0x1A, usage, version, d, std::nullopt};
+}
+
+TEST(Psam, DiversifiedMacIsTheCardsApplicationBlockMac) {
+  const protocol::IssuerKeys keys = testing::issuer_keys();
+  const protocol::Random4 challenge = array_from_hex<4>("0a0b0c0d");
+  for (Algorithm alg : {Algorithm::kTripleDes, Algorithm::kSm4}) {
+    Psam psam = selected_psam();
+    const std::uint8_t usage =
+        alg == Algorithm::kTripleDes ? Psam::kUsageMaintenance : Psam::kUsageMaintenanceSm4;
+    ASSERT_EQ(send(psam, diversify_command(usage)).sw, sw::kOk);
+    Bytes d(challenge.begin(), challenge.end());
+    d.resize(alg == Algorithm::kTripleDes ? 8 : 16, 0x00);  // IV
+    put_bytes(d, from_hex("841E000004"));
+    const Response mac = send(psam, Command{0x80, 0xFA, 0x05, 0x00, d, 4});
+    ASSERT_EQ(mac.sw, sw::kOk);
+    const crypto::Key16 damk = crypto::diversify(alg, keys.maintenance, kSerial);
+    EXPECT_EQ(to_hex(mac.data), to_hex(crypto::application_block_mac(alg, damk, challenge, 0x00)));
+  }
+}
+
+TEST(Psam, TheDiversifiedKeyServesOnlyTheNext80FA) {
+  const protocol::PsamImage image = testing::psam_image();
+  Psam psam = selected_psam(image);
+  const Bytes data = from_hex("0102030405060708841E000004");
+  ASSERT_EQ(send(psam, diversify_command(Psam::kUsageMaintenance)).sw, sw::kOk);
+  EXPECT_EQ(send(psam, "8072000004AABBCCDD").sw, sw::kConditionsNotSatisfied);
+  const Response mac = send(psam, Command{0x80, 0xFA, 0x05, 0x00, data, 4});
+  ASSERT_EQ(mac.sw, sw::kOk);
+  EXPECT_EQ(to_hex(mac.data), to_hex(crypto::tdes_mac(image.batch_key, data)))
+      << "back to the batch key";
+  ASSERT_EQ(send(psam, diversify_command(Psam::kUsageMaintenance)).sw, sw::kOk);
+  EXPECT_EQ(send(psam, Command{0x80, 0xFA, 0x05, 0x00, Bytes(8, 0), 4}).sw, sw::kWrongLength)
+      << "an IV and nothing to MAC";
+}
+
+TEST(Psam, InitDiversificationAnswersItsStatusWords) {
+  Psam fresh(testing::psam_image());
+  EXPECT_EQ(send(fresh, diversify_command(Psam::kUsageMaintenance)).sw, sw::kConditionsNotSatisfied)
+      << "no DF selected";
+  Psam psam = selected_psam();
+  EXPECT_EQ(send(psam, diversify_command(0x01)).sw, sw::kReferencedDataNotFound) << "usage";
+  EXPECT_EQ(send(psam, diversify_command(Psam::kUsageMaintenance, 2)).sw,
+            sw::kReferencedDataNotFound)
+      << "key version";
+  EXPECT_EQ(send(psam, "801A2801080102030405060708").sw, sw::kWrongLength) << "serial only";
+}
+
+TEST(Psam, ReportsProcessingTimeAndAContactInterface) {
+  Psam psam = selected_psam();
+  EXPECT_EQ(psam.link_timing().interface, LinkTiming::Interface::kContact);
+  ASSERT_EQ(send(psam, mac1_command(0, 100)).sw, sw::kOk);
+  EXPECT_EQ(psam.last_processing_us(),
+            PsamProfile::standard().mac1_us + PsamProfile::standard().eeprom_write_us)
+      << "MAC1 and the sequence counter's EEPROM write";
+  std::vector<std::int64_t> durations;
+  DirectLink link(
+      psam, [&](const Command&, const Response&, std::int64_t us) { durations.push_back(us); });
+  ASSERT_TRUE(link.transceive(mac1_command(0, 100)).is_ok());
+  ASSERT_EQ(durations.size(), 1u);
+  // 8070 is case 4: 5 + 1 + 36 + 2, then GET RESPONSE 5 + 1 + 8 + 2 = 60 characters of
+  // 12 etu at 372/(4 * 3.5712 MHz).
+  const std::int64_t transfer_us =
+      (60 * 12 * 372 * 1'000'000'000LL / (4LL * 3'571'200) + 999) / 1000;
+  EXPECT_EQ(durations[0], transfer_us + psam.last_processing_us() + 100);
 }
 
 }  // namespace

@@ -11,19 +11,21 @@ namespace citycard::devices {
 using protocol::Command;
 using protocol::Response;
 
-// Sends `command` and insists on 9000 and exactly `data_bytes` of data.
+// Sends `command` and insists on 9000 and exactly `data_bytes` of data. The command's text is
+// built only for an error message: on the success path it would cost more than the MAC.
 Result<Response> SamClient::exchange(const Command& command, std::size_t data_bytes) {
   Result<Response> r = sam_.transceive(command);
   if (!r) return r;
-  const std::string what = "PSAM " + command.to_string().substr(0, 4);
+  auto what = [&] { return "PSAM " + command.to_string().substr(0, 4); };
   if (r->sw == protocol::sw::kMacInvalid) {
-    return Result<Response>(Errc::kBadMac, what + ": " + protocol::sw_name(r->sw));
+    return Result<Response>(Errc::kBadMac, what() + ": " + protocol::sw_name(r->sw));
   }
   if (!r->ok()) {
-    return Result<Response>(Errc::kRejected, what + " answered " + sw_text(r->sw));
+    return Result<Response>(Errc::kRejected, what() + " answered " + sw_text(r->sw));
   }
   if (r->data.size() != data_bytes) {
-    return Result<Response>(Errc::kMalformed, what + " answered " + std::to_string(r->data.size()) +
+    return Result<Response>(Errc::kMalformed, what() + " answered " +
+                                                  std::to_string(r->data.size()) +
                                                   " bytes, expected " + std::to_string(data_bytes));
   }
   return r;
@@ -41,6 +43,32 @@ Result<protocol::TerminalId> SamClient::open() {
   Result<Response> s = exchange(Command{0x00, 0xA4, 0x00, 0x00, fid, std::nullopt}, 0);
   if (!s) return s.status();
   return take<6>(r->data, 0);
+}
+
+Status SamClient::select_application(protocol::Family family) {
+  Bytes fid;
+  put_u16be(fid, protocol::psam_df_for(family));
+  return exchange(Command{0x00, 0xA4, 0x00, 0x00, fid, std::nullopt}, 0).status();
+}
+
+Status SamClient::init_diversification(std::uint8_t usage, std::uint8_t key_version,
+                                       const protocol::Serial8& serial,
+                                       const std::array<std::uint8_t, 8>& group_data) {
+  Bytes d;
+  put_bytes(d, serial);
+  put_bytes(d, group_data);
+  return exchange(Command{0x80, 0x1A, usage, key_version, std::move(d), std::nullopt}, 0).status();
+}
+
+Result<protocol::Mac4> SamClient::diversified_mac(ByteView iv, ByteView message) {
+  if (iv.size() + message.size() > 255) {
+    return Result<protocol::Mac4>(Errc::kTooLarge, "a diversified MAC takes one APDU");
+  }
+  Bytes d(iv.begin(), iv.end());
+  put_bytes(d, message);
+  Result<Response> r = exchange(Command{0x80, 0xFA, Psam::kMacLastBlock, 0x00, std::move(d), 4}, 4);
+  if (!r) return r.status();
+  return take<4>(r->data, 0);
 }
 
 Result<Mac1Output> SamClient::mac1_for_purchase(const Mac1Input& in) {

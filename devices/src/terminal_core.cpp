@@ -30,8 +30,9 @@ protocol::DateTime7 calendar_datetime(const sim::Clock& clock,
                                            clock.now_us() / 1'000'000);
 }
 
-TerminalCore::TerminalCore(CardLink& sam, sim::Channel& channel, UploadQueueOptions queue_options)
-    : sam_(sam), engine_(sam_), queue_(queue_options, sam_, channel) {
+TerminalCore::TerminalCore(CardLink& sam, sim::Channel& channel, UploadQueueOptions queue_options,
+                           PurchaseOptions purchase_options)
+    : sam_(sam), engine_(sam_, purchase_options), queue_(queue_options, sam_, channel) {
   // A failure here is not final: the first sale signs on again and reports it.
   (void)engine_.open();
 }
@@ -55,6 +56,7 @@ TapResult TerminalCore::sell(CardLink& card, const PurchaseRequest& request,
   result.sw = purchase.sw;
   result.detail = std::move(purchase.detail);
   result.recovered = purchase.recovered;
+  result.duration_us = purchase.duration_us;
   if (!result.ok()) return refuse(std::move(result));
 
   result.record = swipe_record(purchase.purchase, record_template);

@@ -10,6 +10,7 @@
 
 #include "citycard/protocol/apdu.h"
 #include "citycard/protocol/bytes.h"
+#include "citycard/protocol/mifare.h"
 #include "citycard/protocol/personalisation.h"
 #include "citycard/protocol/wire.h"
 #include "citycard/sim/event_loop.h"
@@ -24,6 +25,8 @@ inline protocol::IssuerKeys issuer_keys(std::uint8_t key_version = 1) {
   k.load = array_from_hex<16>("00112233445566778899aabbccddeeff");
   k.tac = array_from_hex<16>("a1a2a3a4a5a6a7a8b1b2b3b4b5b6b7b8");
   k.batch = array_from_hex<16>("5a5b5c5d5e5f50515253545556575859");
+  k.maintenance = array_from_hex<16>("c1c2c3c4c5c6c7c8d1d2d3d4d5d6d7d8");
+  k.m1 = array_from_hex<16>("e0e1e2e3e4e5e6e7f0f1f2f3f4f5f6f7");
   return k;
 }
 
@@ -51,6 +54,27 @@ inline protocol::CardImage card_image(
 
 inline const protocol::TerminalId kTerminal = array_from_hex<6>("000102030405");
 
+// A CJ/T 166 card: its family's AID; city code 2000 at offset 2 of file 0x15.
+inline protocol::CardImage cjt166_image(std::uint64_t serial_no, std::uint32_t balance_fen) {
+  protocol::CardImage c = card_image(serial_no, balance_fen);
+  c.family = protocol::Family::kCjt166;
+  c.issuer_data = array_from_hex<8>("1234200000000000");
+  return c;
+}
+
+// An M1 purse card personalised under issuer_keys().m1.
+inline protocol::m1::M1Image m1_image(std::uint32_t uid, std::uint32_t balance_fen) {
+  protocol::m1::IssuerInfo info;
+  info.card_number_bcd = protocol::m1::card_number_bcd("3100" + std::to_string(uid));
+  info.city = {0x20, 0x00};
+  info.valid_from = protocol::date_bcd(2020, 1, 1);
+  info.valid_to = protocol::date_bcd(2030, 12, 31);
+  const protocol::m1::Uid4 u{static_cast<std::uint8_t>(uid >> 24),
+                             static_cast<std::uint8_t>(uid >> 16),
+                             static_cast<std::uint8_t>(uid >> 8), static_cast<std::uint8_t>(uid)};
+  return protocol::m1::m1_image(u, balance_fen, info, issuer_keys().m1);
+}
+
 inline protocol::PsamImage psam_image(const protocol::TerminalId& terminal = kTerminal,
                                       const protocol::IssuerKeys& keys = issuer_keys()) {
   protocol::PsamImage p;
@@ -58,6 +82,7 @@ inline protocol::PsamImage psam_image(const protocol::TerminalId& terminal = kTe
   p.key_version = keys.key_version;
   p.purchase_master = keys.purchase;
   p.batch_key = protocol::terminal_batch_key(keys.batch, terminal);
+  p.maintenance_master = keys.maintenance;
   p.next_sequence = 1;
   return p;
 }

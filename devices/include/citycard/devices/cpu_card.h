@@ -1,46 +1,83 @@
 // A CPU purse card: one electronic-purse (EP) application of the card's family (JT/T 978 or
-// CJ/T 166 AID, the PBOC purse command set both share), as personalised by a CardImage.
+// CJ/T 166 AID, the PBOC purse command set both share), personalised by a CardImage, built to
+// a CardProfile (file sizes, options, timing).
 //
 // Commands answered (STANDARDS.md); anything else answers 6D00 (INS) or 6E00 (CLA):
-//   00 A4 04 00 Lc AID    SELECT the purse application by name -> FCI; unknown name 6A82
-//   00 A4 00 00 02 3F00   SELECT the MF (leaves the application)
-//   00 B0 95 off Le       READ BINARY of file 0x15 (30 bytes, layout in cpu_card.cpp)
-//   00 B2 rec C4 Le       READ RECORD of the 0x18 cyclic log, record 1 = newest
-//   80 5C 00 02 04        GET BALANCE
-//   80 50 01 02 0B        INITIALIZE FOR PURCHASE (key index 01 only, else 9403)
-//   80 54 01 00 0F        DEBIT FOR PURCHASE
-//   80 5A 00 06 02 ctr    GET TRANSACTION PROVE of the last purchase
+//   00 A4 04 00 Lc AID      SELECT the purse application by name -> FCI; unknown name 6A82;
+//                           a temporarily blocked application answers FCI with 6283, a
+//                           permanently blocked one 9303 (and stays unselected)
+//   00 A4 00 00 02 3F00     SELECT the MF (leaves the application)
+//   00 B0 95|96 off Le      READ BINARY of file 0x15 (30 bytes) or 0x16 (55 bytes)
+//   00 B2 rec P2 Le         READ RECORD: 0x18 log and 0x1E travel records (cyclic, record 1 =
+//                           newest), 0x1A metro record by id (P2 = SFI<<3 | 4)
+//   00 20 00 00 Lc PIN      VERIFY the PIN (2..6 BCD bytes, F-padded) -> 9000, 63Cx, 6983
+//   00 84 00 00 04          GET CHALLENGE -> random(4), valid for the next command only
+//   80 5E 01 00 Lc old FF new  CHANGE PIN
+//   80 5C 00 02 04          GET BALANCE
+//   80 50 01 02 0B          INITIALIZE FOR PURCHASE (key index, amount, terminal)
+//   80 50 03 02 0B          INITIALIZE FOR CAPP PURCHASE
+//   80 50 00 02 0B          INITIALIZE FOR LOAD -> balance, online counter, key version,
+//                           algorithm id, random, MAC1 (16 bytes)
+//   80 DC rec SFI<<3 Lc     UPDATE CAPP DATA CACHE: 0x1E (P1 00, 48 bytes, appended as the
+//                           newest record) or 0x1A (P1 = record id, 128 bytes)
+//   80 54 01 00 0F          DEBIT FOR PURCHASE / CAPP PURCHASE -> TAC, MAC2
+//   80 52 00 00 0B          CREDIT FOR LOAD (date, time, MAC2) -> TAC
+//   80 5A 00 type 02 ctr    GET TRANSACTION PROVE (type 06, 09, or the profile's load type)
+//                           -> MAC2 (for a load: the MAC2 the card accepted), TAC
+//   84 1E 00 P2 04 MAC      APPLICATION BLOCK, P2 00 temporary, 01 permanent; the MAC is
+//                           crypto::application_block_mac under DAMK and the challenge
 //
-// Choices where the standards leave room (each is what a PBOC card is reported to do):
+// Choices where the standards leave room (each what a PBOC card is reported to do, or our
+// reading, listed again in devices/README.md):
 // - A malformed APDU (under 4 bytes, Lc not matching the bytes that follow) and a wrong Lc
-//   answer 6700. Le is not checked: the card returns the whole field (T=1 style).
+//   answer 6700. Le is not checked except by GET CHALLENGE (6C04): the card returns the
+//   whole field (T=1 style).
 // - Checks run in the order CLA (6E00), INS (6D00), P1/P2 (6A86), Lc (6700), state, data.
-// - Before the application is selected, purse commands answer 6985 and file reads 6A82 (the
-//   MF has no such file).
-// - A purchase session opened by INITIALIZE FOR PURCHASE lasts for exactly the next command:
-//   any command other than DEBIT, and a DEBIT that fails (9302 included), ends it, so a DEBIT
-//   without a fresh INITIALIZE answers 6986 and MAC1 cannot be guessed within one session.
-// - A wrong MAC1 answers 9302 and changes no balance, counter, log or proof.
-// - Overdraft: a purchase may take the balance to zero and the rest from the overdraft limit;
-//   the overdraft in use is kept apart (the balance never goes negative), and INITIALIZE
-//   answers the configured limit in its overdraft field.
-// - GET TRANSACTION PROVE takes the counter of the purchase plus one (the card's counter
-//   after it); a mismatch answers 9406 (MAC not available). The proof survives power-off.
-// - The offline counter saturates: at FFFF, INITIALIZE FOR PURCHASE answers 6985.
+// - Before the application is selected, purse commands answer 6985 and file reads 6A82.
+// - A session opened by INITIALIZE lasts while the commands that belong to it follow
+//   directly: INITIALIZE FOR PURCHASE -> DEBIT; INITIALIZE FOR CAPP PURCHASE -> any number of
+//   UPDATE CAPP DATA CACHE -> DEBIT; INITIALIZE FOR LOAD -> CREDIT; GET CHALLENGE -> the next
+//   command. Any other command, and a failing one (9302 included), ends it: DEBIT or CREDIT
+//   without one answers 6986, UPDATE CAPP DATA CACHE without one 6986, APPLICATION BLOCK
+//   without a challenge 6984. So a MAC cannot be guessed within one session.
+// - A wrong MAC1 (DEBIT) or MAC2 (CREDIT) answers 9302 and changes nothing; a wrong
+//   APPLICATION BLOCK MAC answers 6988.
+// - Overdraft: a purchase may take the balance to zero and the rest from the overdraft
+//   limit; the overdraft in use is kept apart (the balance never goes negative). A load pays
+//   the overdraft back first.
+// - A load that would take the balance past CardProfile::balance_max_fen answers 6985.
+// - Counters saturate: at FFFF, INITIALIZE answers 9402.
+// - A temporarily blocked application refuses INITIALIZE, DEBIT, CREDIT, UPDATE CAPP DATA
+//   CACHE and CHANGE PIN with 6985 (reads, GET BALANCE and APPLICATION BLOCK still work).
+// - PIN: the try counter is written down before the PIN is compared and restored after a
+//   match, so pulling the card during VERIFY costs a try (as on real cards).
+// - GET TRANSACTION PROVE takes the counter of the transaction plus one (the card's counter
+//   after it); a mismatch answers 9406. The proof survives power-off.
 //
-// Every command's state change is atomic: a command computes its result first and commits
-// with plain assignments, so a command that fails changes nothing.
+// Atomicity: every command that changes non-volatile state commits it as one EEPROM
+// transaction: journal, journal-valid flag, the writes, clear the flag. Power lost at any page
+// write leaves, after the next power-on (reset()), either the old state (journal not valid)
+// or the new one (journal rolled forward), never a mix. arm_power_cut() places that loss at a
+// chosen page write. Each page write costs CardProfile::eeprom_write_us.
 //
-// Memory: a card holds only fixed-size state (no heap), under 512 bytes (a test holds it there), so
-// a city of millions of cards fits in memory. Not thread-safe; a card is in one field at a time.
+// Memory: the hot state is fixed-size, no heap, at most 256 bytes (a test holds it there).
+// Each record file lives in a block allocated at its first write (a card that only ever makes
+// simple purchases holds the 0x18 log alone); the composite purchase cache is allocated per
+// session. With an IssuerKeyTable the card keeps no keys.
+//
+// Not thread-safe; a card is in one field at a time.
 #pragma once
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <vector>
 
+#include "citycard/devices/card_keys.h"
+#include "citycard/devices/card_profile.h"
+#include "citycard/devices/timing.h"
 #include "citycard/protocol/apdu.h"
 #include "citycard/protocol/bytes.h"
 #include "citycard/protocol/crypto.h"
@@ -52,78 +89,178 @@ namespace citycard::devices {
 
 class CpuCard {
  public:
-  static constexpr std::size_t kLogRecords = 10;
   static constexpr std::size_t kIssuerFileBytes = 30;  // file 0x15
+  static constexpr std::size_t kHolderFileBytes = 55;  // file 0x16
   static constexpr std::uint8_t kPurchaseKeyIndex = 0x01;
+  enum class Lock : std::uint8_t { kNone = 0, kTemporary = 1, kPermanent = 2 };
 
   // `rng` is the card's own source of challenges; give each card a fork of the run's root
-  // generator so one card's randoms do not depend on other cards' taps.
+  // generator so one card's randoms do not depend on other cards' taps. The card keeps the
+  // image's keys (64 bytes on the heap) and the standard profile of its family.
   CpuCard(const protocol::CardImage& image, sim::Rng rng);
+  // With a profile, which must outlive the card and be of the image's family.
+  CpuCard(const protocol::CardImage& image, sim::Rng rng, const CardProfile& profile);
+  // Keys derived on demand from `keys` (which must outlive the card) by the image's serial,
+  // key version and algorithm; the image's key fields are not read.
+  CpuCard(const protocol::CardImage& image, const IssuerKeyTable& keys, sim::Rng rng,
+          const CardProfile& profile);
+  ~CpuCard();
+  CpuCard(CpuCard&&) noexcept;
+  CpuCard& operator=(CpuCard&&) noexcept;
 
-  // One C-APDU in, one R-APDU (data + status word) out. Never fails: bad input is answered
-  // with a status word.
+  // One C-APDU in, one R-APDU (data + status word) out. Bad input is answered with a status
+  // word. An empty answer means the card lost power (arm_power_cut): it answers nothing more
+  // until reset().
   Bytes process(ByteView capdu);
-  // The card left the field or lost power: the selection and any purchase session are gone;
-  // everything a real card keeps in EEPROM (balance, counters, log, proof) stays.
+  // The card left the field or lost power, and is powered again: the selection, sessions and
+  // the PIN state are gone; an interrupted EEPROM transaction is finished or undone; all that
+  // a real card keeps in EEPROM stays.
   void reset();
+  // Power fails during the next command, after `after_page_writes` EEPROM page writes (0:
+  // before the first). A command with no more writes than that completes and power fails
+  // right after it, its answer lost. Returns true (the card supports it).
+  bool arm_power_cut(std::uint32_t after_page_writes);
 
-  std::uint32_t balance_fen() const { return balance_fen_; }
-  std::uint32_t overdraft_used_fen() const { return overdraft_used_fen_; }
-  std::uint16_t offline_counter() const { return offline_counter_; }
+  // For DirectLink: the air interface, and how long the last command kept the chip busy.
+  LinkTiming link_timing() const;
+  std::int64_t last_processing_us() const { return last_processing_us_; }
+
+  std::uint32_t balance_fen() const { return purse_.balance_fen; }
+  std::uint32_t overdraft_used_fen() const { return purse_.overdraft_used_fen; }
+  std::uint16_t offline_counter() const { return purse_.offline_counter; }
+  std::uint16_t online_counter() const { return purse_.online_counter; }
+  std::uint8_t pin_tries_left() const { return purse_.pin_tries_left; }
+  Lock lock() const { return static_cast<Lock>(purse_.lock); }
+  bool powered() const { return powered_; }
   const protocol::Serial8& serial() const { return serial_; }
-  // The 0x18 log, newest first, at most kLogRecords.
+  protocol::Family family() const { return profile_->family; }
+  const CardProfile& profile() const { return *profile_; }
+  // The 0x18 log, newest first; the 0x1E travel records, newest first; a 0x1A record.
   std::vector<protocol::LogRecord> log() const;
+  std::vector<Bytes> travel_records() const;
+  Bytes metro_record(std::uint8_t record_id) const;
+  // EEPROM page writes since personalisation (endurance: cards are specified for >= 100,000
+  // transactions).
+  std::uint64_t eeprom_page_writes() const { return eeprom_page_writes_; }
+  // Heap the card holds now (keys, files, capp cache), for memory accounting.
+  std::size_t heap_bytes() const;
 
  private:
-  struct PurchaseSession {
-    std::uint32_t amount_fen;
-    protocol::TerminalId terminal;
-    protocol::Random4 random;
-  };
+  enum class Session : std::uint8_t { kNone, kPurchase, kCapp, kLoad, kChallenge };
   struct Proof {
-    std::uint16_t counter;  // offline counter the purchase used
-    std::uint8_t type;
-    protocol::Mac4 mac2;
-    protocol::Mac4 tac;
+    std::uint16_t counter = 0;  // counter the transaction used
+    std::uint8_t type = 0;      // txn::kPurchase, kCappPurchase or kLoadEp; 0: none
+    protocol::Mac4 mac{};       // MAC2
+    protocol::Mac4 tac{};
   };
+  // All non-volatile state but the files: what one EEPROM transaction writes as a whole.
+  struct Purse {
+    std::uint32_t balance_fen = 0;
+    std::uint32_t overdraft_used_fen = 0;
+    std::uint16_t offline_counter = 0;
+    std::uint16_t online_counter = 0;
+    Proof proof;
+    std::uint8_t log_newest = 0;  // slot of record 1 when log_count > 0
+    std::uint8_t log_count = 0;
+    std::uint8_t travel_newest = 0;
+    std::uint8_t travel_count = 0;
+    std::uint8_t pin_tries_left = 0;
+    std::uint8_t lock = 0;  // Lock
+    std::uint8_t pin_digits = 0;
+    std::array<std::uint8_t, 6> pin_bcd{};
+  };
+  // One file record a transaction writes along with the purse.
+  struct FileWrite {
+    std::uint8_t sfi = 0;
+    std::uint8_t slot = 0;
+    const std::uint8_t* data = nullptr;
+    std::uint8_t bytes = 0;
+  };
+  struct Commit {
+    Purse purse;
+    std::array<FileWrite, 3> writes{};
+    std::uint8_t write_count = 0;
+  };
+  struct Journal;    // a commit interrupted by a power cut, finished at reset()
+  struct CappCache;  // records staged by UPDATE CAPP DATA CACHE
 
-  protocol::Response dispatch(const protocol::Command& c);
+  CpuCard(const protocol::CardImage& image, const IssuerKeyTable* keys, sim::Rng rng,
+          const CardProfile& profile);
+  protocol::Response dispatch(const protocol::Command& c, Session session);
   protocol::Response select(const protocol::Command& c);
-  protocol::Response read_binary(const protocol::Command& c) const;
-  protocol::Response read_record(const protocol::Command& c) const;
-  protocol::Response get_balance(const protocol::Command& c) const;
-  protocol::Response initialize_purchase(const protocol::Command& c);
-  protocol::Response debit_purchase(const protocol::Command& c,
-                                    const std::optional<PurchaseSession>& session);
-  protocol::Response get_transaction_prove(const protocol::Command& c) const;
+  protocol::Response read_binary(const protocol::Command& c);
+  protocol::Response read_record(const protocol::Command& c);
+  protocol::Response verify_pin(const protocol::Command& c);
+  protocol::Response change_pin(const protocol::Command& c);
+  protocol::Response get_challenge(const protocol::Command& c);
+  protocol::Response get_balance(const protocol::Command& c);
+  protocol::Response initialize(const protocol::Command& c);
+  protocol::Response initialize_load(const protocol::Command& c);
+  protocol::Response update_capp(const protocol::Command& c, Session session);
+  protocol::Response debit(const protocol::Command& c, Session session);
+  protocol::Response credit(const protocol::Command& c, Session session);
+  protocol::Response get_transaction_prove(const protocol::Command& c);
+  protocol::Response application_block(const protocol::Command& c, Session session);
+
+  protocol::Response refuse(std::uint16_t sw);
+  protocol::Response done(Bytes data, std::int64_t processing_us);
+  // Writes `commit` as one EEPROM transaction; false if power failed during it (the card is
+  // then silent and the command must not answer).
+  bool commit(const Commit& commit);
+  void apply_write(const FileWrite& w);
+  void recover();
+  std::uint32_t pages(std::size_t bytes) const;
+  bool pin_matches(ByteView pin) const;
+  bool check_pin_and_count(ByteView pin, bool* ok);
   Bytes issuer_file() const;
+  Bytes holder_file() const;
   std::uint32_t available_fen() const;
+  bool within_validity(const protocol::DateTime7& dt) const;
+  protocol::Random4 next_random();
+  protocol::crypto::Key16 key(KeyUse use) const;
+  std::uint8_t* file_slot(std::uint8_t sfi, std::uint8_t slot);
+  const std::uint8_t* file_slot(std::uint8_t sfi, std::uint8_t slot) const;
+  std::size_t file_bytes(std::uint8_t sfi) const;
+  bool blocked() const { return purse_.lock != 0; }
+
+  // Shared, immutable.
+  const CardProfile* profile_;
+  const IssuerKeyTable* key_table_ = nullptr;  // keys derived on demand, or
+  std::unique_ptr<const CardKeys> own_keys_;   // keys kept per card (cold)
 
   // Personalisation; fixed for the card's life.
-  protocol::Family family_;
-  protocol::crypto::Algorithm algorithm_;
-  std::uint8_t key_version_;
   protocol::Serial8 serial_;
   std::array<std::uint8_t, 8> issuer_data_;
   std::array<std::uint8_t, 4> valid_from_;
   std::array<std::uint8_t, 4> valid_to_;
-  protocol::crypto::Key16 dpk_;
-  protocol::crypto::Key16 dtk_;
   std::uint32_t overdraft_limit_fen_;
+  std::uint8_t key_version_;
+  protocol::crypto::Algorithm algorithm_;
+  protocol::CardType card_type_;
 
-  // Non-volatile purse state.
-  std::uint32_t balance_fen_;
-  std::uint32_t overdraft_used_fen_ = 0;
-  std::uint16_t offline_counter_ = 0;
-  std::array<protocol::LogRecord, kLogRecords> log_{};
-  std::uint8_t log_newest_ = 0;  // index of record 1 when log_count_ > 0
-  std::uint8_t log_count_ = 0;
-  std::optional<Proof> proof_;
+  // Non-volatile.
+  Purse purse_;
+  // Records of 0x18, 0x1E, 0x1A; each null until first written (a simple purchase never writes
+  // 0x1E or 0x1A).
+  std::unique_ptr<std::uint8_t[]> log_file_;
+  std::unique_ptr<std::uint8_t[]> travel_file_;
+  std::unique_ptr<std::uint8_t[]> metro_file_;
+  std::unique_ptr<Journal> journal_;  // only after a power cut in a commit
+  std::uint64_t eeprom_page_writes_ = 0;
 
-  // Volatile state, lost on reset().
+  // Volatile, lost on reset().
+  std::unique_ptr<CappCache> capp_;
+  Session session_ = Session::kNone;
   bool selected_ = false;
-  std::optional<PurchaseSession> session_;
-  sim::Rng rng_;
+  bool pin_verified_ = false;
+  bool powered_ = true;
+  std::uint32_t session_amount_fen_ = 0;
+  protocol::TerminalId session_terminal_{};
+  protocol::Random4 session_random_{};
+  std::int32_t power_cut_after_ = -1;  // armed page-write count, -1: none
+  std::uint32_t command_pages_ = 0;    // page writes of the command being processed
+  std::int32_t last_processing_us_ = 0;
+  std::uint64_t rng_state_;  // splitmix64, seeded from the card's sim::Rng
 };
 
 }  // namespace citycard::devices

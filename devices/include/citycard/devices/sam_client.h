@@ -46,10 +46,22 @@ class SamClient {
 
   // Power-on sign-in: READ BINARY of the terminal id, then SELECT of the purchase DF (8011).
   Result<protocol::TerminalId> open();
+  // SELECT of the application DF serving a card family (protocol::psam_df_for).
+  Status select_application(protocol::Family family);
   Result<Mac1Output> mac1_for_purchase(const Mac1Input& input);
   Status verify_mac2(const protocol::Mac4& mac2);
   // The batch-key MAC over `data` (80FA), chained in blocks when it does not fit one APDU.
   Result<protocol::Mac4> general_mac(ByteView data);
+  // 801A: diversify the key of `usage` and `key_version` by the card serial (group data
+  // carried, unused by our one-level hierarchy), for the 80FA that follows.
+  Status init_diversification(std::uint8_t usage, std::uint8_t key_version,
+                              const protocol::Serial8& serial,
+                              const std::array<std::uint8_t, 8>& group_data = {});
+  // 80FA 05 00 after 801A: the MAC under the diversified key of `iv` (8 or 16 bytes) followed
+  // by `message`, in one block.
+  Result<protocol::Mac4> diversified_mac(ByteView iv, ByteView message);
+  // Simulated time spent talking to the SAM so far (the link's).
+  std::int64_t elapsed_us() const { return sam_.elapsed_us(); }
 
  private:
   Result<protocol::Response> exchange(const protocol::Command& command, std::size_t data_bytes);

@@ -27,6 +27,7 @@ struct TapResult {
   std::string detail;                  // for traces
   bool recovered = false;              // completed an earlier torn purchase; no new debit
   citycard::wire::SwipeRecord record;  // the queued record, when ok()
+  std::int64_t duration_us = 0;        // simulated card + PSAM time of the tap
 
   bool ok() const { return !refusal.has_value(); }
 };
@@ -54,7 +55,8 @@ class TerminalCore {
  public:
   // Signs on to the PSAM at once; if that fails, each sale tries again (and is refused with
   // kSamError while it keeps failing).
-  TerminalCore(CardLink& sam, sim::Channel& channel, UploadQueueOptions queue_options);
+  TerminalCore(CardLink& sam, sim::Channel& channel, UploadQueueOptions queue_options,
+               PurchaseOptions purchase_options = {});
 
   // One tap: refuses with kQueueFull before touching the card when there is no room for the
   // record; otherwise runs the purchase and queues its record, built on `record_template`.
@@ -65,6 +67,7 @@ class TerminalCore {
   const TerminalCounters& counters() const { return counters_; }
   const UploadQueue& queue() const { return queue_; }
   const PurchaseEngine& engine() const { return engine_; }
+  PurchaseEngine& engine() { return engine_; }
 
  private:
   TapResult refuse(TapResult result);

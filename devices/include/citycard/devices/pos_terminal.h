@@ -1,0 +1,118 @@
+// A merchant POS (device side): purchase with the cardholder's PIN, the merchant's discount,
+// balance query, a journal with reprint, void and refund under the manager password, recovery
+// of a purchase whose answer was lost, and end-of-day settlement with totals.
+//
+// - Purchase: read the card (sale core), VERIFY the PIN on the card (00 20; 63Cx wrong PIN,
+//   6983 PIN blocked -> kWrongPin, no debit), then the purchase of the discounted amount
+//   (discount rounded down, fare_policy.h). The record's fare_full_fen is the undiscounted
+//   price.
+// - Answer lost (card pulled at the DEBIT): the engine keeps a grey record and the POS marks
+//   the sale uncertain. The cashier presents the card again with the same amount: if the card
+//   had been debited the engine completes the old sale from the card's proof (no second
+//   debit), otherwise it charges now. Either way the customer pays exactly once; this is the
+//   device side of "reversal".
+// - Void (same batch) and refund: a credit back to the card needs the load key, which only the
+//   issuer's host holds (load.h). The backend's refund message does not exist yet, so the POS
+//   records a RefundRequest (journal + refund_requests()) for the backend to settle to the
+//   holder's account; the request is NOT uploaded yet (issue 5, left for the backend side).
+// - Settlement: totals per kind (count, amount) of the current batch, then a new batch; the
+//   sale records themselves go up through the durable queue (upload()).
+//
+// Single-threaded. Does not own the PSAM, clock, channel or storage.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "citycard/devices/sale_core.h"
+
+namespace citycard::devices {
+
+struct PosConfig {
+  SaleCoreOptions core;
+  std::string merchant_id;
+  std::uint32_t discount_bp = 0;  // the merchant's discount
+  std::string manager_password;   // void and refund
+  bool require_pin = true;
+  std::size_t journal_max = 1000;  // oldest entries drop off (they are uploaded already)
+};
+
+struct JournalEntry {
+  enum class Kind : std::uint8_t { kPurchase, kVoid, kRefund };
+  std::uint64_t no = 0;  // per terminal, from 1
+  Kind kind = Kind::kPurchase;
+  std::uint64_t settlement_batch = 0;
+  std::uint32_t amount_fen = 0;  // charged (purchase) or to give back (void, refund)
+  std::uint32_t full_fen = 0;    // before the merchant discount
+  std::uint64_t refers_to = 0;   // void / refund: the purchase's number
+  bool voided = false;           // purchase: a void has been recorded
+  std::uint32_t refunded_fen = 0;
+  citycard::wire::SwipeRecord record;  // purchase: its clearing record
+};
+
+struct RefundRequest {
+  std::uint64_t journal_no = 0;
+  protocol::Serial8 card_serial{};
+  std::uint32_t amount_fen = 0;
+  std::string reason;  // "void" or "refund"
+};
+
+struct SettlementTotals {
+  std::uint64_t batch = 0;
+  std::uint64_t purchases = 0;
+  std::int64_t purchase_fen = 0;
+  std::uint64_t voids = 0;
+  std::int64_t void_fen = 0;
+  std::uint64_t refunds = 0;
+  std::int64_t refund_fen = 0;
+  std::int64_t net_fen() const { return purchase_fen - void_fen - refund_fen; }
+  bool operator==(const SettlementTotals&) const = default;
+};
+
+class MerchantPos {
+ public:
+  MerchantPos(PosConfig config, Psam& psam, const sim::Clock& clock, sim::Channel& channel,
+              LogStorage& storage);
+
+  SaleResult purchase(CardLink& card, std::uint32_t price_fen, const std::string& pin);
+  Result<std::uint32_t> balance(CardLink& card);
+  // Void a purchase of the current batch, whole. Errc::kRejected (wrong password, unknown or
+  // already voided, other batch).
+  Status void_sale(std::uint64_t journal_no, const std::string& password);
+  // Refund part or all of a purchase (any batch still in the journal).
+  Status refund(std::uint64_t journal_no, std::uint32_t amount_fen, const std::string& password);
+  // The receipt of a journal entry again, or nullopt when it has left the journal.
+  std::optional<std::string> reprint(std::uint64_t journal_no) const;
+  // End of day: the totals of the batch, then a new batch; uploads the queued records.
+  SettlementTotals settle();
+  SettlementTotals current_totals() const;
+
+  bool last_sale_uncertain() const { return uncertain_; }
+  const std::deque<JournalEntry>& journal() const { return journal_; }
+  const std::vector<RefundRequest>& refund_requests() const { return refunds_; }
+  const SaleCore& core() const { return core_; }
+  SaleCore& core() { return core_; }
+
+ private:
+  JournalEntry* find(std::uint64_t no);
+  const JournalEntry* find(std::uint64_t no) const;
+  void add(JournalEntry e);
+  Status verify_pin(CardLink& card, const std::string& pin, SaleResult* refusal);
+
+  PosConfig config_;
+  SaleCore core_;
+  citycard::wire::SwipeRecord template_;
+  std::deque<JournalEntry> journal_;
+  std::vector<RefundRequest> refunds_;
+  std::uint64_t next_no_ = 1;
+  std::uint64_t batch_ = 1;
+  bool uncertain_ = false;
+};
+
+std::string receipt_text(const JournalEntry& e, const std::string& merchant_id);
+
+}  // namespace citycard::devices

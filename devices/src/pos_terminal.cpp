@@ -1,0 +1,218 @@
+#include "citycard/devices/pos_terminal.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "citycard/devices/fare_policy.h"
+#include "citycard/protocol/apdu.h"
+
+namespace citycard::devices {
+
+using protocol::Command;
+using protocol::Response;
+
+MerchantPos::MerchantPos(PosConfig config, Psam& psam, const sim::Clock& clock,
+                         sim::Channel& channel, LogStorage& storage)
+    : config_(std::move(config)), core_(config_.core, psam, clock, channel, storage) {
+  template_.set_route("pos");
+  template_.set_vehicle(config_.merchant_id);
+}
+
+namespace {
+
+// "123456" -> 12 34 56; an odd count is padded with F (cpu_card.h VERIFY).
+Bytes pin_bcd(const std::string& digits) {
+  Bytes out;
+  for (std::size_t i = 0; i < digits.size(); i += 2) {
+    const std::uint8_t hi = static_cast<std::uint8_t>(digits[i] - '0');
+    const std::uint8_t lo =
+        i + 1 < digits.size() ? static_cast<std::uint8_t>(digits[i + 1] - '0') : 0x0F;
+    out.push_back(static_cast<std::uint8_t>(hi << 4 | lo));
+  }
+  return out;
+}
+
+bool digits_only(const std::string& s) {
+  return !s.empty() && s.size() <= 12 &&
+         std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+}  // namespace
+
+Status MerchantPos::verify_pin(CardLink& card, const std::string& pin, SaleResult* refusal) {
+  if (!digits_only(pin)) {
+    refusal->local = LocalRefusal::kWrongPin;
+    refusal->detail = "PIN must be 1..12 digits";
+    return Status(Errc::kRejected, refusal->detail);
+  }
+  Result<Response> r = card.transceive(Command{0x00, 0x20, 0x00, 0x00, pin_bcd(pin), {}});
+  if (!r) {
+    refusal->refusal = Refusal::kTorn;
+    refusal->detail = "VERIFY: " + r.status().message();
+    return r.status();
+  }
+  if (!r->ok()) {
+    refusal->local = LocalRefusal::kWrongPin;
+    refusal->sw = r->sw;
+    refusal->detail = (r->sw & 0xFFF0) == 0x63C0
+                          ? "wrong PIN, " + std::to_string(r->sw & 0x0F) + " tries left"
+                          : "PIN refused (blocked?)";
+    return Status(Errc::kRejected, refusal->detail);
+  }
+  return Status::ok();
+}
+
+SaleResult MerchantPos::purchase(CardLink& card, std::uint32_t price_fen, const std::string& pin) {
+  BudgetLink link(card, config_.core.budget);
+  SaleResult result;
+  Result<CardFacts> facts = core_.read_facts(link, std::nullopt, &result);
+  if (!facts) return core_.refuse(std::move(result));
+  if (config_.require_pin && !verify_pin(link, pin, &result))
+    return core_.refuse(std::move(result));
+  Fare fare;
+  fare.full_fen = price_fen;
+  fare.charged_fen = apply_discount_bp(price_fen, config_.discount_bp);
+  SaleResult r = core_.sell(link, PurchaseRequest{fare.charged_fen, core_.now_datetime(), {}}, fare,
+                            template_);
+  // A DEBIT without an answer leaves a grey record: the same card again settles it.
+  uncertain_ = !r.ok() && r.refusal == Refusal::kTorn && core_.engine().grey_records() > 0;
+  if (!r.ok()) return r;
+  JournalEntry e;
+  e.kind = JournalEntry::Kind::kPurchase;
+  e.amount_fen = static_cast<std::uint32_t>(r.record.amount_fen());
+  e.full_fen = price_fen;
+  e.record = r.record;
+  add(std::move(e));
+  return r;
+}
+
+Result<std::uint32_t> MerchantPos::balance(CardLink& card) {
+  BudgetLink link(card, config_.core.budget);
+  SaleResult refusal;
+  Result<CardFacts> facts = core_.read_facts(link, std::nullopt, &refusal);
+  if (!facts) return Result<std::uint32_t>(Errc::kRejected, refusal.detail);
+  return facts->balance_fen;
+}
+
+void MerchantPos::add(JournalEntry e) {
+  e.no = next_no_++;
+  e.settlement_batch = batch_;
+  journal_.push_back(std::move(e));
+  while (journal_.size() > config_.journal_max) journal_.pop_front();
+}
+
+JournalEntry* MerchantPos::find(std::uint64_t no) {
+  for (JournalEntry& e : journal_) {
+    if (e.no == no) return &e;
+  }
+  return nullptr;
+}
+const JournalEntry* MerchantPos::find(std::uint64_t no) const {
+  return const_cast<MerchantPos*>(this)->find(no);
+}
+
+Status MerchantPos::void_sale(std::uint64_t journal_no, const std::string& password) {
+  if (password != config_.manager_password) return Status(Errc::kRejected, "wrong password");
+  JournalEntry* p = find(journal_no);
+  if (!p || p->kind != JournalEntry::Kind::kPurchase) {
+    return Status(Errc::kRejected, "no such purchase in the journal");
+  }
+  if (p->voided || p->refunded_fen > 0) return Status(Errc::kRejected, "already voided/refunded");
+  if (p->settlement_batch != batch_) return Status(Errc::kRejected, "settled: refund instead");
+  p->voided = true;
+  protocol::Serial8 serial{};
+  (void)protocol::wire::to_serial(p->record.card_serial(), serial);
+  const std::uint32_t amount = p->amount_fen;
+  refunds_.push_back(RefundRequest{journal_no, serial, amount, "void"});
+  JournalEntry v;
+  v.kind = JournalEntry::Kind::kVoid;
+  v.amount_fen = amount;
+  v.refers_to = journal_no;
+  add(std::move(v));
+  return Status::ok();
+}
+
+Status MerchantPos::refund(std::uint64_t journal_no, std::uint32_t amount_fen,
+                           const std::string& password) {
+  if (password != config_.manager_password) return Status(Errc::kRejected, "wrong password");
+  JournalEntry* p = find(journal_no);
+  if (!p || p->kind != JournalEntry::Kind::kPurchase) {
+    return Status(Errc::kRejected, "no such purchase in the journal");
+  }
+  if (p->voided) return Status(Errc::kRejected, "voided");
+  if (amount_fen == 0 || amount_fen > p->amount_fen - p->refunded_fen) {
+    return Status(Errc::kRejected, "refund more than what is left of the purchase");
+  }
+  p->refunded_fen += amount_fen;
+  protocol::Serial8 serial{};
+  (void)protocol::wire::to_serial(p->record.card_serial(), serial);
+  refunds_.push_back(RefundRequest{journal_no, serial, amount_fen, "refund"});
+  JournalEntry r;
+  r.kind = JournalEntry::Kind::kRefund;
+  r.amount_fen = amount_fen;
+  r.refers_to = journal_no;
+  add(std::move(r));
+  return Status::ok();
+}
+
+std::string receipt_text(const JournalEntry& e, const std::string& merchant_id) {
+  const char* kind = e.kind == JournalEntry::Kind::kPurchase ? "PURCHASE"
+                     : e.kind == JournalEntry::Kind::kVoid   ? "VOID"
+                                                             : "REFUND";
+  auto yuan = [](std::uint32_t fen) {
+    std::string cents = std::to_string(fen % 100);
+    if (cents.size() < 2) cents = "0" + cents;
+    return std::to_string(fen / 100) + "." + cents;
+  };
+  std::string s = "MERCHANT " + merchant_id + "\nNO " + std::to_string(e.no) + " BATCH " +
+                  std::to_string(e.settlement_batch) + "\n" + kind + " " + yuan(e.amount_fen);
+  if (e.kind == JournalEntry::Kind::kPurchase) {
+    s += "\nPRICE " + yuan(e.full_fen) + "\nCARD " +
+         to_hex(ByteView(reinterpret_cast<const std::uint8_t*>(e.record.card_serial().data()),
+                         e.record.card_serial().size())) +
+         "\nTAC " +
+         to_hex(ByteView(reinterpret_cast<const std::uint8_t*>(e.record.tac().data()),
+                         e.record.tac().size()));
+  } else {
+    s += "\nFOR NO " + std::to_string(e.refers_to);
+  }
+  return s + "\n";
+}
+
+std::optional<std::string> MerchantPos::reprint(std::uint64_t journal_no) const {
+  const JournalEntry* e = find(journal_no);
+  if (!e) return std::nullopt;
+  return "REPRINT\n" + receipt_text(*e, config_.merchant_id);
+}
+
+SettlementTotals MerchantPos::current_totals() const {
+  SettlementTotals t;
+  t.batch = batch_;
+  for (const JournalEntry& e : journal_) {
+    if (e.settlement_batch != batch_) continue;
+    switch (e.kind) {
+      case JournalEntry::Kind::kPurchase:
+        ++t.purchases;
+        t.purchase_fen += e.amount_fen;
+        break;
+      case JournalEntry::Kind::kVoid:
+        ++t.voids;
+        t.void_fen += e.amount_fen;
+        break;
+      case JournalEntry::Kind::kRefund:
+        ++t.refunds;
+        t.refund_fen += e.amount_fen;
+        break;
+    }
+  }
+  return t;
+}
+
+SettlementTotals MerchantPos::settle() {
+  const SettlementTotals t = current_totals();
+  ++batch_;
+  core_.upload();
+  return t;
+}
+
+}  // namespace citycard::devices

@@ -1,0 +1,174 @@
+#include "citycard/devices/pos_terminal.h"
+
+#include <gtest/gtest.h>
+
+#include "citycard/devices/cpu_card.h"
+#include "citycard/sim/event_loop.h"
+#include "test_support.h"
+
+namespace citycard::devices {
+namespace {
+
+using testing::card_image;
+using testing::ScriptedChannel;
+using Outcome = ScriptedChannel::Outcome;
+
+PosConfig config() {
+  PosConfig c;
+  c.core.device_id = "POS-1";
+  c.core.operator_id = "MALL-9";
+  c.core.calendar_origin_epoch2000_s =
+      protocol::epoch2000_from_datetime(array_from_hex<7>("20240315100000"));
+  c.merchant_id = "M-0001";
+  c.discount_bp = 500;  // 5 % off
+  c.manager_password = "8888";
+  return c;
+}
+
+struct Shop {
+  Shop()
+      : psam(testing::psam_image()),
+        channel(loop),
+        storage(disk),
+        pos(config(), psam, loop, channel, storage) {}
+  SaleResult buy(CpuCard& card, std::uint32_t price, const std::string& pin = "123456") {
+    card.reset();
+    DirectLink link(card);
+    return pos.purchase(link, price, pin);
+  }
+  sim::EventLoop loop;
+  Psam psam;
+  ScriptedChannel channel;
+  std::shared_ptr<MemoryDisk> disk = std::make_shared<MemoryDisk>();
+  MemoryLogStorage storage;
+  MerchantPos pos;
+};
+
+TEST(MerchantPos, PurchaseWithPinAndMerchantDiscountRoundedDown) {
+  Shop s;
+  CpuCard card(card_image(1, 10'000), sim::Rng(1));
+  const SaleResult r = s.buy(card, 1999);  // 5 % of 1999 = 99.95 -> 99 off
+  ASSERT_TRUE(r.ok()) << r.detail;
+  EXPECT_EQ(r.record.amount_fen(), 1900);
+  EXPECT_EQ(r.record.fare_full_fen(), 1999);
+  EXPECT_EQ(card.balance_fen(), 8100u);
+  card.reset();
+  DirectLink link(card);
+  const Result<std::uint32_t> balance = s.pos.balance(link);
+  ASSERT_TRUE(balance.is_ok());
+  EXPECT_EQ(*balance, 8100u);
+}
+
+TEST(MerchantPos, WrongPinIsRefusedWithoutADebitAndCostsATry) {
+  Shop s;
+  CpuCard card(card_image(1, 10'000), sim::Rng(1));
+  const std::uint8_t tries = card.pin_tries_left();
+  const SaleResult r = s.buy(card, 1000, "654321");
+  EXPECT_EQ(r.local, LocalRefusal::kWrongPin);
+  EXPECT_EQ(r.sw & 0xFFF0, 0x63C0);
+  EXPECT_EQ(card.balance_fen(), 10'000u);
+  EXPECT_EQ(card.pin_tries_left(), tries - 1);
+  EXPECT_EQ(s.buy(card, 1000, "12a4").local, LocalRefusal::kWrongPin);
+  EXPECT_TRUE(s.buy(card, 1000).ok());
+}
+
+TEST(MerchantPos, RefusesExpiredBlacklistedAndPoorCards) {
+  Shop s;
+  protocol::CardImage old = card_image(1, 10'000);
+  old.valid_to = protocol::date_bcd(2023, 1, 1);
+  CpuCard expired(old, sim::Rng(1));
+  EXPECT_EQ(s.buy(expired, 100).refusal, Refusal::kCardExpired);
+  CpuCard poor(card_image(2, 100), sim::Rng(2));
+  EXPECT_EQ(s.buy(poor, 1000).refusal, Refusal::kInsufficientBalance);
+  const protocol::Serial8 listed = testing::serial_of(3);
+  s.pos.core().engine().set_blacklist([listed](const protocol::Serial8& x) { return x == listed; });
+  CpuCard stolen(card_image(3, 10'000), sim::Rng(3));
+  EXPECT_EQ(s.buy(stolen, 100).refusal, Refusal::kBlacklisted);
+  EXPECT_EQ(s.pos.journal().size(), 0u);
+}
+
+TEST(MerchantPos, VoidRefundReprintAndSettlementTotals) {
+  Shop s;
+  CpuCard card(card_image(1, 100'000), sim::Rng(1));
+  ASSERT_TRUE(s.buy(card, 1000).ok());  // no 1: 950
+  s.loop.run_until(20'000'000);         // past the double-tap window
+  ASSERT_TRUE(s.buy(card, 2000).ok());  // no 2: 1900
+  EXPECT_EQ(s.pos.void_sale(1, "0000").code(), Errc::kRejected);
+  ASSERT_TRUE(s.pos.void_sale(1, "8888").is_ok());                   // no 3
+  EXPECT_EQ(s.pos.void_sale(1, "8888").code(), Errc::kRejected);     // once only
+  EXPECT_EQ(s.pos.refund(2, 2000, "8888").code(), Errc::kRejected);  // more than paid
+  ASSERT_TRUE(s.pos.refund(2, 400, "8888").is_ok());                 // no 4
+  ASSERT_EQ(s.pos.refund_requests().size(), 2u);
+  EXPECT_EQ(s.pos.refund_requests()[0].amount_fen, 950u);
+  EXPECT_EQ(s.pos.refund_requests()[1].card_serial, testing::serial_of(1));
+
+  const std::optional<std::string> receipt = s.pos.reprint(2);
+  ASSERT_TRUE(receipt);
+  EXPECT_NE(receipt->find("PURCHASE 19.00"), std::string::npos) << *receipt;
+  EXPECT_NE(receipt->find("PRICE 20.00"), std::string::npos);
+  EXPECT_FALSE(s.pos.reprint(99));
+
+  const SettlementTotals t = s.pos.settle();
+  EXPECT_EQ(t.batch, 1u);
+  EXPECT_EQ(t.purchases, 2u);
+  EXPECT_EQ(t.purchase_fen, 2850);
+  EXPECT_EQ(t.voids, 1u);
+  EXPECT_EQ(t.void_fen, 950);
+  EXPECT_EQ(t.refunds, 1u);
+  EXPECT_EQ(t.refund_fen, 400);
+  EXPECT_EQ(t.net_fen(), 1500);
+  s.loop.run();
+  ASSERT_EQ(s.channel.clearing.batches.size(), 1u);
+  EXPECT_EQ(s.channel.clearing.batches[0].total_amount_fen(), 2850);
+  // A settled sale cannot be voided any more, only refunded.
+  EXPECT_EQ(s.pos.void_sale(2, "8888").code(), Errc::kRejected);
+  EXPECT_EQ(s.pos.current_totals().purchases, 0u);
+}
+
+TEST(MerchantPos, LostAnswerThenSameCardAgainChargesExactlyOnce) {
+  Shop s;
+  CpuCard card(card_image(1, 10'000), sim::Rng(1));
+  card.reset();
+  DirectLink inner(card);
+  TearingLink torn(inner);
+  // 5 reads, VERIFY, SELECT, 0x15, INITIALIZE, DEBIT = exchange 9.
+  torn.tear_at(9, TearingLink::When::kAfterCommand);
+  SaleResult r = s.pos.purchase(torn, 1000, "123456");
+  EXPECT_EQ(r.refusal, Refusal::kTorn) << r.detail;
+  EXPECT_TRUE(s.pos.last_sale_uncertain());
+  EXPECT_EQ(card.balance_fen(), 9050u);
+  r = s.buy(card, 1000);
+  ASSERT_TRUE(r.ok()) << r.detail;
+  EXPECT_TRUE(r.recovered);
+  EXPECT_FALSE(s.pos.last_sale_uncertain());
+  EXPECT_EQ(card.balance_fen(), 9050u);
+  // Torn before the DEBIT reached the card: nothing taken; the retry charges once.
+  CpuCard other(card_image(2, 10'000), sim::Rng(2));
+  other.reset();
+  DirectLink inner2(other);
+  TearingLink early(inner2);
+  early.tear_at(9, TearingLink::When::kBeforeCommand);
+  EXPECT_EQ(s.pos.purchase(early, 1000, "123456").refusal, Refusal::kTorn);
+  EXPECT_EQ(other.balance_fen(), 10'000u);
+  r = s.buy(other, 1000);
+  ASSERT_TRUE(r.ok()) << r.detail;
+  EXPECT_FALSE(r.recovered);
+  EXPECT_EQ(other.balance_fen(), 9050u);
+}
+
+TEST(MerchantPos, LinkDownThenUpUploadsTheDaysRecords) {
+  Shop s;
+  s.channel.script = {Outcome::kLinkDown};
+  CpuCard card(card_image(1, 10'000), sim::Rng(1));
+  ASSERT_TRUE(s.buy(card, 100).ok());
+  (void)s.pos.settle();
+  s.loop.run();
+  EXPECT_EQ(s.pos.core().queue().size(), 1u);
+  s.pos.core().upload();
+  s.loop.run();
+  EXPECT_EQ(s.pos.core().queue().size(), 0u);
+  EXPECT_EQ(s.channel.clearing.batches.size(), 1u);
+}
+
+}  // namespace
+}  // namespace citycard::devices
