@@ -60,6 +60,7 @@ Result<std::unique_ptr<Backend>> Backend::open(const std::string& db_path, Backe
                                         b->calendar_, o.ingest);
   b->clearing_ = std::make_unique<Clearing>(*b->store_, *b->ledger_);
   b->service_ = std::make_unique<Service>(*b->ingest_, *b->issuance_);
+  if (Status s = b->open_money(); !s.is_ok()) return s;
   return b;
 }
 
@@ -85,6 +86,7 @@ Status Backend::check_conservation() const {
     return Status(Errc::kInternal, "deposits account is " + std::to_string(*deposits) +
                                        " fen but cards hold deposits of " + std::to_string(*held));
   }
+  if (Status s = check_money_conservation(); !s.is_ok()) return s;
   return clearing_->reconcile_with_ledger();
 }
 

@@ -1,6 +1,7 @@
 #include "citycard/backend/ingest.h"
 
 #include <algorithm>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -33,6 +34,33 @@ struct Ingest::Verdict {
   std::int64_t amount_fen = 0;  // moved, when accepted
 };
 
+// What the backend believes of a card while a batch is processed: read once, updated in
+// memory by each accepted record, written back once when the batch is done.
+struct Ingest::CardState {
+  CardRecord record;
+  std::int64_t spent_fen = 0;                // accepted in this batch
+  std::optional<std::uint16_t> max_counter;  // highest counter accepted in this batch
+};
+
+// A record that passed the shape and TAC checks, as the swipes row and the hook see it.
+struct Ingest::Accepted {
+  const SwipeRecord* record = nullptr;
+  Serial8 serial{};
+  TerminalId terminal{};
+  DateTime7 datetime{};
+  Mac4 tac{};
+  std::uint16_t counter = 0;
+  std::uint8_t type = 0;
+  std::uint8_t key_version = 0;
+  crypto::Algorithm algorithm = crypto::Algorithm::kTripleDes;
+};
+
+struct Ingest::Work {
+  Batch b;
+  std::optional<std::int64_t> posting_id;              // of the batch's money, once posted
+  std::unordered_map<std::uint64_t, CardState> cards;  // by serial, big-endian
+};
+
 namespace {
 
 constexpr std::uint32_t kMaxCounter = 0xFFFF;         // the card's offline counter is 2 bytes
@@ -47,14 +75,35 @@ std::int64_t as_sql(std::uint64_t v) {
   return static_cast<std::int64_t>(v);
 }
 
+std::uint64_t serial_u64(const Serial8& s) {
+  std::uint64_t v = 0;
+  for (std::uint8_t b : s) v = (v << 8) | b;
+  return v;
+}
+
 template <std::size_t N>
 void copy_blob(const Bytes& b, std::array<std::uint8_t, N>& out) {
   if (b.size() == N) std::copy(b.begin(), b.end(), out.begin());
 }
 
+template <std::size_t N>
+bool blob_equals(const Query& q, int column, const std::array<std::uint8_t, N>& a) {
+  const Bytes b = q.column_blob(column);
+  return b.size() == N && std::equal(b.begin(), b.end(), a.begin());
+}
+
 std::string card_ref(const Serial8& serial, std::uint32_t counter) {
   return to_hex(serial) + "#" + std::to_string(counter);
 }
+
+// The swipe is inserted before anything else about it is known to be a replay: the unique keys
+// (card, counter) and (terminal, seq) then refuse it, and only that rare case costs a query.
+constexpr const char* kInsertSwipe =
+    "INSERT INTO swipes(settlement_date, terminal_id, batch_no, card_serial, card_counter, "
+    "balance_before_fen, amount_fen, fare_full_fen, txn_type, txn_datetime, tac, terminal_seq, "
+    "key_version, algorithm_id, operator_id, route, vehicle, device, driver, transfer_count, "
+    "suspicious, suspicion, posting_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
+    "?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23) ON CONFLICT DO NOTHING";
 
 }  // namespace
 
@@ -91,7 +140,8 @@ IngestResult Ingest::ingest(const UploadBatch& batch) {
                   "batch of " + std::to_string(n) + " records is over the limit of " +
                       std::to_string(options_.max_batch_records));
   }
-  Batch b;
+  Work w;
+  Batch& b = w.b;
   b.batch_no = batch.batch_no();
   Mac4 mac{};
   if (!pw::to_terminal(batch.terminal_id(), b.terminal)) {
@@ -141,7 +191,7 @@ IngestResult Ingest::ingest(const UploadBatch& batch) {
     auto row = q.step();
     if (!row.is_ok()) return refuse(batch, INTERNAL, row.status().message());
     if (*row) {
-      if (q.column_blob(0) != Bytes(mac.begin(), mac.end())) {
+      if (!blob_equals(q, 0, mac)) {
         return refuse(batch, REJECTED,
                       "batch " + std::to_string(b.batch_no) + " of terminal " + to_hex(b.terminal) +
                           " was already processed with other content");
@@ -175,39 +225,41 @@ IngestResult Ingest::ingest(const UploadBatch& batch) {
     return refuse(batch, INTERNAL, s.message());
   }
 
+  // The batch's money is posted before its records are stored, so each swipe row carries its
+  // posting id as it is inserted. The posting is for the batch's signed total, on the bet that
+  // every record is accepted; when some are not, that first pass is rolled back and the batch is
+  // processed again with a posting of exactly what the first pass accepted. Processing is
+  // deterministic (the rollback undoes everything it and the hook wrote), so the second pass
+  // accepts the same records; if it did not, the batch is refused rather than mis-posted.
   IngestResult result;
-  UploadAck& ack = result.ack;
-  ack.set_batch_no(b.batch_no);
   IngestCounters delta;
-  for (std::uint32_t i = 0; i < n; ++i) {
-    const SwipeRecord& r = batch.records(static_cast<int>(i));
-    auto v = process_record(b, r);
-    if (!v.is_ok()) return refuse(batch, INTERNAL, v.status().message());
-    switch (v->code) {
-      case OK:
-        ++delta.records_accepted;
-        delta.amount_accepted_fen += v->amount_fen;
-        continue;  // plainly accepted: not a problem
-      case SUSPICIOUS:
-        ++delta.records_accepted;
-        ++delta.records_suspicious;
-        delta.amount_accepted_fen += v->amount_fen;
-        break;
-      case DUPLICATE:
-        ++delta.records_duplicate;
-        break;
-      default:
-        ++delta.records_rejected;
-        if (Status s = store_rejected(b, r, i, *v); !s.is_ok()) {
-          return refuse(batch, INTERNAL, s.message());
-        }
-        break;
+  const std::int64_t claimed = batch.total_amount_fen();
+  bool settled = false;
+  {
+    auto attempt = store_.begin();
+    if (!attempt.is_ok()) return refuse(batch, INTERNAL, attempt.status().message());
+    auto pass = run_records(w, batch, claimed, result.ack, delta);
+    if (!pass.is_ok()) return refuse(batch, INTERNAL, pass.message());
+    if (delta.amount_accepted_fen == claimed) {
+      if (Status s = attempt->commit(); !s.is_ok()) return refuse(batch, INTERNAL, s.message());
+      settled = true;
     }
-    RecordResult* p = ack.add_problems();
-    p->set_index(i);
-    p->set_code(v->code);
-    p->set_message(v->message);
   }
+  if (!settled) {
+    const std::int64_t accepted = delta.amount_accepted_fen;
+    w = Work{w.b};
+    result.ack.Clear();
+    delta = IngestCounters{};
+    auto pass = run_records(w, batch, accepted, result.ack, delta);
+    if (!pass.is_ok()) return refuse(batch, INTERNAL, pass.message());
+    if (delta.amount_accepted_fen != accepted) {
+      return refuse(batch, INTERNAL,
+                    "batch " + std::to_string(b.batch_no) + " of terminal " + to_hex(b.terminal) +
+                        " accepted " + std::to_string(accepted) + " fen, then " +
+                        std::to_string(delta.amount_accepted_fen) + " on the second pass");
+    }
+  }
+  UploadAck& ack = result.ack;
   ack.set_accepted(static_cast<std::uint32_t>(delta.records_accepted));
   ack.set_duplicates(static_cast<std::uint32_t>(delta.records_duplicate));
   ack.set_rejected(static_cast<std::uint32_t>(delta.records_rejected));
@@ -239,23 +291,47 @@ IngestResult Ingest::ingest(const UploadBatch& batch) {
   return result;
 }
 
-Result<Ingest::Verdict> Ingest::process_record(const Batch& b, const SwipeRecord& r) {
+Result<Ingest::CardState*> Ingest::card_state(Work& w, const Serial8& serial) {
+  const std::uint64_t k = serial_u64(serial);
+  auto it = w.cards.find(k);
+  if (it != w.cards.end()) return &it->second;
+  auto card = issuance_.card(serial);
+  if (!card.is_ok()) return card.status();
+  CardState& s = w.cards[k];
+  s.record = std::move(card).value();
+  return &s;
+}
+
+Result<const crypto::MacKey*> Ingest::tac_key(std::uint8_t version, crypto::Algorithm alg,
+                                              const Serial8& serial) {
+  const TacKeyId id{serial_u64(serial),
+                    static_cast<std::uint16_t>((version << 8) | static_cast<std::uint8_t>(alg))};
+  auto it = tac_keys_.find(id);
+  if (it != tac_keys_.end()) return &it->second;
+  auto key = keys_.card_tac_mac_key(version, alg, serial);
+  if (!key.is_ok()) return key.status();
+  // Keys of a (version, algorithm, serial) never change, so the cache never goes stale; it
+  // only has to stay bounded.
+  if (tac_keys_.size() >= options_.tac_key_cache_max) tac_keys_.clear();
+  return &tac_keys_.emplace(id, std::move(key).value()).first->second;
+}
+
+Result<Ingest::Verdict> Ingest::process_record(Work& w, const SwipeRecord& r) {
   using namespace citycard::wire;
+  const Batch& b = w.b;
   // Shape: every fixed-length field and every range a card imposes.
-  Serial8 serial{};
-  TerminalId terminal{};
-  DateTime7 datetime{};
-  Mac4 tac{};
-  if (!pw::to_serial(r.card_serial(), serial)) {
+  Accepted a;
+  a.record = &r;
+  if (!pw::to_serial(r.card_serial(), a.serial)) {
     return verdict(MALFORMED, "card serial must be 8 bytes");
   }
-  if (!pw::to_terminal(r.terminal_id(), terminal)) {
+  if (!pw::to_terminal(r.terminal_id(), a.terminal)) {
     return verdict(MALFORMED, "terminal id must be 6 bytes");
   }
-  if (!pw::to_datetime(r.datetime(), datetime) || !Calendar::valid_datetime(datetime)) {
+  if (!pw::to_datetime(r.datetime(), a.datetime) || !Calendar::valid_datetime(a.datetime)) {
     return verdict(MALFORMED, "date-time must be 7 bytes of BCD YYYYMMDDhhmmss");
   }
-  if (!pw::to_mac(r.tac(), tac)) return verdict(MALFORMED, "TAC must be 4 bytes");
+  if (!pw::to_mac(r.tac(), a.tac)) return verdict(MALFORMED, "TAC must be 4 bytes");
   if (r.amount_fen() < 0 || r.amount_fen() > kMaxPurseFen) {
     return verdict(MALFORMED, "amount " + std::to_string(r.amount_fen()) + " fen out of range");
   }
@@ -284,96 +360,63 @@ Result<Ingest::Verdict> Ingest::process_record(const Batch& b, const SwipeRecord
       r.driver().size() > max_text) {
     return verdict(MALFORMED, "a text field is over " + std::to_string(max_text) + " bytes");
   }
-  const auto counter = static_cast<std::uint16_t>(r.card_counter());
-  const std::string ref = card_ref(serial, counter);
-  if (terminal != b.terminal) {
-    return verdict(REJECTED, "record " + ref + " was made by terminal " + to_hex(terminal) +
-                                 ", the batch comes from " + to_hex(b.terminal));
+  a.counter = static_cast<std::uint16_t>(r.card_counter());
+  a.type = static_cast<std::uint8_t>(r.txn_type());
+  a.key_version = static_cast<std::uint8_t>(r.key_version());
+  a.algorithm = *alg;
+  if (a.terminal != b.terminal) {
+    return verdict(REJECTED, "record " + card_ref(a.serial, a.counter) + " was made by terminal " +
+                                 to_hex(a.terminal) + ", the batch comes from " +
+                                 to_hex(b.terminal));
   }
 
   // Authenticity: the card's own TAC.
-  auto card = issuance_.card(serial);
-  if (!card.is_ok()) {
-    if (card.status().code() == Errc::kNotFound) {
-      return verdict(UNKNOWN_CARD, "card " + to_hex(serial) + " was never issued");
+  auto state = card_state(w, a.serial);
+  if (!state.is_ok()) {
+    if (state.status().code() == Errc::kNotFound) {
+      return verdict(UNKNOWN_CARD, "card " + to_hex(a.serial) + " was never issued");
     }
-    return card.status();
+    return state.status();
   }
-  if (*alg != card->algorithm) {
-    return verdict(REJECTED, "record " + ref + " claims algorithm " +
+  CardState& cs = **state;
+  const CardRecord& card = cs.record;
+  if (a.algorithm != card.algorithm) {
+    return verdict(REJECTED, "record " + card_ref(a.serial, a.counter) + " claims algorithm " +
                                  std::to_string(r.algorithm_id()) + ", the card uses " +
-                                 std::to_string(static_cast<int>(card->algorithm)));
+                                 std::to_string(static_cast<int>(card.algorithm)));
   }
-  const auto key_version = static_cast<std::uint8_t>(r.key_version());
-  auto dtk = keys_.card_tac_key(key_version, *alg, serial);
-  if (!dtk.is_ok()) {
-    return verdict(REJECTED, "record " + ref + ": " + dtk.status().message());
+  auto key = tac_key(a.key_version, a.algorithm, a.serial);
+  if (!key.is_ok()) {
+    return verdict(REJECTED,
+                   "record " + card_ref(a.serial, a.counter) + ": " + key.status().message());
   }
   const auto amount = static_cast<std::uint32_t>(r.amount_fen());
-  const auto type = static_cast<std::uint8_t>(r.txn_type());
-  const Mac4 expected = crypto::purchase_tac(crypto::tac_key(*alg, *dtk), amount, type, terminal,
-                                             r.terminal_seq(), datetime);
-  if (!crypto::mac_equal(expected, tac)) {
-    return verdict(BAD_TAC, "TAC of " + ref + " does not verify");
-  }
-
-  // Replays: the same card transaction, or the same PSAM sequence. The TAC does not cover
-  // the card counter, so both keys are needed.
-  {
-    auto q = store_.query(
-        "SELECT tac, terminal_id, terminal_seq FROM swipes "
-        "WHERE card_serial = ?1 AND card_counter = ?2");
-    q.bind_blob(1, serial).bind(2, std::int64_t{counter});
-    auto row = q.step();
-    if (!row.is_ok()) return row.status();
-    if (*row) {
-      const bool same = q.column_blob(0) == Bytes(tac.begin(), tac.end()) &&
-                        q.column_blob(1) == Bytes(terminal.begin(), terminal.end()) &&
-                        q.column_int64(2) == std::int64_t{r.terminal_seq()};
-      if (same) return verdict(DUPLICATE, "record " + ref + " was already cleared");
-      return verdict(REJECTED, "counter of " + ref +
-                                   " was already cleared with another transaction (cloned card?)");
-    }
-  }
-  {
-    auto q = store_.query(
-        "SELECT tac, card_serial, card_counter FROM swipes "
-        "WHERE terminal_id = ?1 AND terminal_seq = ?2");
-    q.bind_blob(1, terminal).bind(2, std::int64_t{r.terminal_seq()});
-    auto row = q.step();
-    if (!row.is_ok()) return row.status();
-    if (*row) {
-      const std::string seq_ref = to_hex(terminal) + " seq " + std::to_string(r.terminal_seq());
-      if (q.column_blob(0) == Bytes(tac.begin(), tac.end()) &&
-          q.column_blob(1) == Bytes(serial.begin(), serial.end())) {
-        return verdict(DUPLICATE, "terminal " + seq_ref + " was already cleared as counter " +
-                                      std::to_string(q.column_int64(2)));
-      }
-      return verdict(REJECTED,
-                     "terminal " + seq_ref + " was already cleared for another transaction");
-    }
+  const Mac4 expected =
+      crypto::purchase_tac(**key, amount, a.type, a.terminal, r.terminal_seq(), a.datetime);
+  if (!crypto::mac_equal(expected, a.tac)) {
+    return verdict(BAD_TAC, "TAC of " + card_ref(a.serial, a.counter) + " does not verify");
   }
 
   // Consistency: accepted, but an operator should look.
   std::vector<std::string> reasons;
   const std::uint32_t expected_counter =
-      card->last_counter ? std::uint32_t{*card->last_counter} + 1 : options_.first_card_counter;
-  if (counter > expected_counter) {
+      card.last_counter ? std::uint32_t{*card.last_counter} + 1 : options_.first_card_counter;
+  if (a.counter > expected_counter) {
     reasons.push_back("counter gap: expected " + std::to_string(expected_counter) + ", got " +
-                      std::to_string(counter));
-  } else if (counter < expected_counter) {
+                      std::to_string(a.counter));
+  } else if (a.counter < expected_counter) {
     reasons.push_back("counter went back: expected " + std::to_string(expected_counter) + ", got " +
-                      std::to_string(counter) + " (late record)");
+                      std::to_string(a.counter) + " (late record)");
   }
-  if (r.balance_before_fen() != card->balance_fen) {
+  if (r.balance_before_fen() != card.balance_fen) {
     reasons.push_back("balance chain broken: card had " + std::to_string(r.balance_before_fen()) +
-                      " fen before, backend believed " + std::to_string(card->balance_fen));
+                      " fen before, backend believed " + std::to_string(card.balance_fen));
   }
-  if (card->status != CardStatus::kActive) {
-    reasons.push_back(std::string("card is ") + card_status_name(card->status));
+  if (card.status != CardStatus::kActive) {
+    reasons.push_back(std::string("card is ") + card_status_name(card.status));
   }
-  const int day = Calendar::yyyymmdd(datetime);
-  if (day < card->valid_from_yyyymmdd || day > card->valid_to_yyyymmdd) {
+  const int day = Calendar::yyyymmdd(a.datetime);
+  if (day < card.valid_from_yyyymmdd || day > card.valid_to_yyyymmdd) {
     reasons.push_back("made on " + std::to_string(day) + ", outside the card's validity");
   }
   const TerminalRecord& reg = b.registration;
@@ -381,74 +424,193 @@ Result<Ingest::Verdict> Ingest::process_record(const Batch& b, const SwipeRecord
     reasons.push_back("record names operator " + r.operator_id() + ", terminal is registered to " +
                       reg.operator_id);
   }
-  std::string suspicion;
-  for (const std::string& reason : reasons) {
-    if (!suspicion.empty()) suspicion += "; ";
-    suspicion += reason;
+  auto suspicion_of = [](const std::vector<std::string>& why) {
+    std::string out;
+    for (const std::string& reason : why) {
+      if (!out.empty()) out += "; ";
+      out += reason;
+    }
+    return out;
+  };
+  std::string suspicion = suspicion_of(reasons);
+
+  // Stored now; a replay is refused by the unique keys and classified by classify_replay().
+  bool inserted = false;
+  {
+    auto insert = store_.query(kInsertSwipe);
+    insert.bind(1, std::int64_t{b.settlement_date})
+        .bind_blob(2, a.terminal)
+        .bind(3, as_sql(b.batch_no))
+        .bind_blob(4, a.serial)
+        .bind(5, std::int64_t{a.counter})
+        .bind(6, r.balance_before_fen())
+        .bind(7, r.amount_fen())
+        .bind(8, r.fare_full_fen())
+        .bind(9, std::int64_t{a.type})
+        .bind_blob(10, a.datetime)
+        .bind_blob(11, a.tac)
+        .bind(12, std::int64_t{r.terminal_seq()})
+        .bind(13, std::int64_t{a.key_version})
+        .bind(14, static_cast<std::int64_t>(a.algorithm))
+        .bind(15, reg.operator_id)
+        .bind(16, r.route().empty() ? reg.route : r.route())
+        .bind(17, r.vehicle().empty() ? reg.vehicle : r.vehicle())
+        .bind(18, r.device().empty() ? reg.device_id : r.device())
+        .bind(19, r.driver())
+        .bind(20, std::int64_t{r.transfer_count()})
+        .bind(21, std::int64_t{reasons.empty() ? 0 : 1})
+        .bind(22, suspicion);
+    if (r.amount_fen() != 0 && w.posting_id) {
+      insert.bind(23, *w.posting_id);
+    } else {
+      insert.bind_null(23);  // a zero fare moves nothing
+    }
+    if (Status s = insert.run(); !s.is_ok()) return s;
+    inserted = store_.changes() != 0;
+  }
+  if (!inserted) return classify_replay(a);
+  const std::int64_t swipe_id = store_.last_insert_rowid();
+
+  // The money side's rules see what passed ingest's own checks, before the money moves.
+  std::optional<SwipeFacts> facts;
+  if (hook_ != nullptr) {
+    facts.emplace(SwipeFacts{card, reg, r.amount_fen(), r.fare_full_fen(), a.datetime, a.counter,
+                             card_ref(a.serial, a.counter)});
+    auto check = hook_->check_swipe(*facts);
+    if (!check.is_ok()) return check.status();
+    if (check->reject) {
+      if (Status s = store_.query("DELETE FROM swipes WHERE id = ?1").bind(1, swipe_id).run();
+          !s.is_ok()) {
+        return s;
+      }
+      return verdict(REJECTED, "record " + facts->ref + ": " + check->reject_reason);
+    }
+    if (!check->reasons.empty()) {
+      reasons.insert(reasons.end(), check->reasons.begin(), check->reasons.end());
+      suspicion = suspicion_of(reasons);
+      if (Status s = store_.query("UPDATE swipes SET suspicious = 1, suspicion = ?2 WHERE id = ?1")
+                         .bind(1, swipe_id)
+                         .bind(2, suspicion)
+                         .run();
+          !s.is_ok()) {
+        return s;
+      }
+    }
   }
 
-  // Money: Dr card_float / Cr payable:<operator>. A zero fare moves nothing and posts nothing.
-  std::optional<std::int64_t> posting_id;
-  if (r.amount_fen() > 0) {
-    auto posted = ledger_.post({"swipe",
-                                "swipe " + ref,
-                                {{std::string(account::kCardFloat), r.amount_fen()},
-                                 {account::payable(reg.operator_id), -r.amount_fen()}}});
-    if (!posted.is_ok()) return posted.status();
-    posting_id = *posted;
+  if (hook_ != nullptr) {
+    if (Status s = hook_->swipe_accepted(*facts, swipe_id); !s.is_ok()) return s;
   }
-  auto insert = store_.query(
-      "INSERT INTO swipes(settlement_date, terminal_id, batch_no, card_serial, card_counter, "
-      "balance_before_fen, amount_fen, fare_full_fen, txn_type, txn_datetime, tac, terminal_seq, "
-      "key_version, algorithm_id, operator_id, route, vehicle, device, driver, transfer_count, "
-      "suspicious, suspicion, posting_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
-      "?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)");
-  insert.bind(1, std::int64_t{b.settlement_date})
-      .bind_blob(2, terminal)
-      .bind(3, as_sql(b.batch_no))
-      .bind_blob(4, serial)
-      .bind(5, std::int64_t{counter})
-      .bind(6, r.balance_before_fen())
-      .bind(7, r.amount_fen())
-      .bind(8, r.fare_full_fen())
-      .bind(9, std::int64_t{type})
-      .bind_blob(10, datetime)
-      .bind_blob(11, tac)
-      .bind(12, std::int64_t{r.terminal_seq()})
-      .bind(13, std::int64_t{key_version})
-      .bind(14, static_cast<std::int64_t>(*alg))
-      .bind(15, reg.operator_id)
-      .bind(16, r.route().empty() ? reg.route : r.route())
-      .bind(17, r.vehicle().empty() ? reg.vehicle : r.vehicle())
-      .bind(18, r.device().empty() ? reg.device_id : r.device())
-      .bind(19, r.driver())
-      .bind(20, std::int64_t{r.transfer_count()})
-      .bind(21, std::int64_t{reasons.empty() ? 0 : 1})
-      .bind(22, suspicion);
-  if (posting_id) {
-    insert.bind(23, *posting_id);
-  } else {
-    insert.bind_null(23);
+  // What the backend believes from now on, for the batch's later records of this card.
+  cs.record.balance_fen -= r.amount_fen();
+  if (!cs.record.last_counter || *cs.record.last_counter < a.counter) {
+    cs.record.last_counter = a.counter;
   }
-  if (Status s = insert.run(); !s.is_ok()) return s;
-  if (Status s = store_
-                     .query("UPDATE cards SET balance_fen = balance_fen - ?2, "
-                            "last_counter = max(coalesce(last_counter, -1), ?3) WHERE serial = ?1")
-                     .bind_blob(1, serial)
-                     .bind(2, r.amount_fen())
-                     .bind(3, std::int64_t{counter})
-                     .run();
-      !s.is_ok()) {
-    return s;
-  }
+  cs.spent_fen += r.amount_fen();
+  if (!cs.max_counter || *cs.max_counter < a.counter) cs.max_counter = a.counter;
 
   Verdict v;
   v.amount_fen = r.amount_fen();
   if (!reasons.empty()) {
     v.code = SUSPICIOUS;
-    v.message = "record " + ref + ": " + suspicion;
+    v.message = "record " + card_ref(a.serial, a.counter) + ": " + suspicion;
   }
   return v;
+}
+
+// The same card transaction, or the same PSAM sequence, is already in swipes (from an earlier
+// batch or from this one). The TAC does not cover the card counter, so both keys matter.
+Result<Ingest::Verdict> Ingest::classify_replay(const Accepted& a) {
+  using namespace citycard::wire;
+  const std::string ref = card_ref(a.serial, a.counter);
+  const std::uint32_t seq = a.record->terminal_seq();
+  {
+    auto q = store_.query(
+        "SELECT tac, terminal_id, terminal_seq FROM swipes "
+        "WHERE card_serial = ?1 AND card_counter = ?2");
+    q.bind_blob(1, a.serial).bind(2, std::int64_t{a.counter});
+    auto row = q.step();
+    if (!row.is_ok()) return row.status();
+    if (*row) {
+      const bool same = blob_equals(q, 0, a.tac) && blob_equals(q, 1, a.terminal) &&
+                        q.column_int64(2) == std::int64_t{seq};
+      if (same) return verdict(DUPLICATE, "record " + ref + " was already cleared");
+      return verdict(REJECTED, "counter of " + ref +
+                                   " was already cleared with another transaction (cloned card?)");
+    }
+  }
+  auto q = store_.query(
+      "SELECT tac, card_serial, card_counter FROM swipes "
+      "WHERE terminal_id = ?1 AND terminal_seq = ?2");
+  q.bind_blob(1, a.terminal).bind(2, std::int64_t{seq});
+  auto row = q.step();
+  if (!row.is_ok()) return row.status();
+  if (!*row) return Status(Errc::kInternal, "swipe " + ref + " conflicted with no stored swipe");
+  const std::string seq_ref = to_hex(a.terminal) + " seq " + std::to_string(seq);
+  if (blob_equals(q, 0, a.tac) && blob_equals(q, 1, a.serial)) {
+    return verdict(DUPLICATE, "terminal " + seq_ref + " was already cleared as counter " +
+                                  std::to_string(q.column_int64(2)));
+  }
+  return verdict(REJECTED, "terminal " + seq_ref + " was already cleared for another transaction");
+}
+
+Status Ingest::run_records(Work& w, const UploadBatch& batch, std::int64_t post_fen, UploadAck& ack,
+                           IngestCounters& delta) {
+  using namespace citycard::wire;
+  const Batch& b = w.b;
+  ack.set_batch_no(b.batch_no);
+  if (post_fen > 0) {
+    auto posted = ledger_.post({"swipes",
+                                "batch " + to_hex(b.terminal) + "#" + std::to_string(b.batch_no),
+                                {{std::string(account::kCardFloat), post_fen},
+                                 {account::payable(b.registration.operator_id), -post_fen}}});
+    if (!posted.is_ok()) return posted.status();
+    w.posting_id = *posted;
+  }
+  const auto n = static_cast<std::uint32_t>(batch.records_size());
+  for (std::uint32_t i = 0; i < n; ++i) {
+    const SwipeRecord& r = batch.records(static_cast<int>(i));
+    auto v = process_record(w, r);
+    if (!v.is_ok()) return v.status();
+    switch (v->code) {
+      case OK:
+        ++delta.records_accepted;
+        delta.amount_accepted_fen += v->amount_fen;
+        continue;  // plainly accepted: not a problem
+      case SUSPICIOUS:
+        ++delta.records_accepted;
+        ++delta.records_suspicious;
+        delta.amount_accepted_fen += v->amount_fen;
+        break;
+      case DUPLICATE:
+        ++delta.records_duplicate;
+        break;
+      default:
+        ++delta.records_rejected;
+        if (Status s = store_rejected(b, r, i, *v); !s.is_ok()) return s;
+        break;
+    }
+    RecordResult* p = ack.add_problems();
+    p->set_index(i);
+    p->set_code(v->code);
+    p->set_message(v->message);
+  }
+  // Each card touched is written once.
+  for (const auto& [_, cs] : w.cards) {
+    if (!cs.max_counter) continue;
+    if (Status s = store_
+                       .query("UPDATE cards SET balance_fen = balance_fen - ?2, "
+                              "last_counter = max(coalesce(last_counter, -1), ?3) "
+                              "WHERE serial = ?1")
+                       .bind_blob(1, cs.record.serial)
+                       .bind(2, cs.spent_fen)
+                       .bind(3, std::int64_t{*cs.max_counter})
+                       .run();
+        !s.is_ok()) {
+      return s;
+    }
+  }
+  return Status::ok();
 }
 
 Status Ingest::store_rejected(const Batch& b, const SwipeRecord& r, std::uint32_t index,

@@ -442,5 +442,94 @@ TEST_F(IngestTest, AFailureMidBatchLeavesNoneOfIt) {
   EXPECT_FALSE(retry.ack.batch_duplicate());
 }
 
+TEST_F(IngestTest, OneBatchIsOnePostingAndEverySwipeRowPointsAtIt) {
+  const auto before = postings();
+  SwipeRecord bad = purchase(bob, bus, 100, now());
+  bad.set_amount_fen(99);  // does not verify: the first, optimistic pass is redone
+  const IngestResult r =
+      upload(make_batch(bus, {purchase(alice, bus, 200, now()), bad, purchase(alice, bus, 0, now()),
+                              purchase(bob, bus, 150, now())}));
+  ASSERT_TRUE(r.ok()) << r.message;
+  EXPECT_EQ(r.ack.accepted(), 3u);
+  EXPECT_EQ(r.ack.rejected(), 1u);
+  EXPECT_EQ(postings(), before + 1);
+  EXPECT_EQ(balance(account::payable("bus-co")), -350);
+  auto q = backend->store().query(
+      "SELECT count(*), count(DISTINCT posting_id), count(posting_id) FROM swipes");
+  ASSERT_TRUE(*q.step());
+  EXPECT_EQ(q.column_int64(0), 3);  // three rows...
+  EXPECT_EQ(q.column_int64(1), 1);  // ...one posting...
+  EXPECT_EQ(q.column_int64(2), 2);  // ...which the zero fare does not point at
+  EXPECT_EQ(*backend->ingest().rejected_record_count(), 1);
+}
+
+TEST_F(IngestTest, ARepeatedRecordInsideOneBatchIsADuplicateAndTheOtherCounterUseIsRejected) {
+  const SwipeRecord r0 = purchase(alice, bus, 100, now());
+  --alice.counter;  // a clone of the card: a valid TAC for the same counter, a new sequence
+  alice.balance_fen += 100;
+  const SwipeRecord clone = purchase(alice, bus, 100, now());
+  const IngestResult r = upload(make_batch(bus, {r0, r0, clone}));
+  ASSERT_TRUE(r.ok()) << r.message;
+  EXPECT_EQ(r.ack.accepted(), 1u);
+  ASSERT_EQ(r.ack.problems_size(), 2);
+  EXPECT_EQ(r.ack.problems(0).code(), citycard::wire::DUPLICATE);
+  EXPECT_EQ(r.ack.problems(1).code(), citycard::wire::REJECTED);
+  EXPECT_EQ(card(alice).balance_fen, 900);
+  EXPECT_EQ(balance(account::payable("bus-co")), -100);
+}
+
+// A hook that rejects 7-fen purchases, flags 8-fen ones and records what it was told.
+class RecordingHook : public SwipeHook {
+ public:
+  Result<SwipeCheck> check_swipe(const SwipeFacts& f) override {
+    checked.push_back(f.ref);
+    SwipeCheck c;
+    if (f.amount_fen == 7) {
+      c.reject = true;
+      c.reject_reason = "seven is unlucky";
+    }
+    if (f.amount_fen == 8) c.reasons.push_back("eight is odd");
+    balances_seen.push_back(f.card.balance_fen);
+    return c;
+  }
+  Status swipe_accepted(const SwipeFacts& f, std::int64_t swipe_id) override {
+    accepted.emplace_back(f.ref, swipe_id);
+    return Status::ok();
+  }
+  std::vector<std::string> checked;
+  std::vector<std::int64_t> balances_seen;
+  std::vector<std::pair<std::string, std::int64_t>> accepted;
+};
+
+TEST_F(IngestTest, SwipeHookCanRejectAndFlagAndSeesEachStoredSwipe) {
+  RecordingHook hook;
+  backend->ingest().set_swipe_hook(&hook);
+  const IngestResult r =
+      upload(make_batch(bus, {purchase(alice, bus, 100, now()), purchase(alice, bus, 7, now()),
+                              purchase(bob, bus, 8, now())}));
+  backend->ingest().set_swipe_hook(nullptr);
+  ASSERT_TRUE(r.ok()) << r.message;
+  ASSERT_EQ(r.ack.problems_size(), 2);
+  EXPECT_EQ(r.ack.problems(0).code(), citycard::wire::REJECTED);
+  EXPECT_NE(r.ack.problems(0).message().find("seven is unlucky"), std::string::npos);
+  EXPECT_EQ(r.ack.problems(1).code(), citycard::wire::SUSPICIOUS);
+  EXPECT_NE(r.ack.problems(1).message().find("eight is odd"), std::string::npos);
+  EXPECT_EQ(swipes(), 2);
+  EXPECT_EQ(*backend->ingest().suspicious_count(), 1);
+  EXPECT_EQ(card(alice).balance_fen, 900);
+  EXPECT_EQ(card(bob).balance_fen, 492);
+  // The second pass (the posting bet lost on the rejected 7 fen) told the hook again: the
+  // first pass's effects were rolled back with it.
+  ASSERT_EQ(hook.accepted.size(), 4u);
+  const auto& last = hook.accepted[3];
+  EXPECT_EQ(last.first, to_hex(bob.image.serial) + "#0");
+  auto q = backend->store().query("SELECT amount_fen FROM swipes WHERE id = ?1");
+  q.bind(1, last.second);
+  ASSERT_TRUE(*q.step());
+  EXPECT_EQ(q.column_int64(0), 8);
+  // Alice's second purchase was checked against her balance after the first.
+  EXPECT_EQ(hook.balances_seen[1], 900);
+}
+
 }  // namespace
 }  // namespace citycard::backend

@@ -145,6 +145,14 @@ const char* card_status_name(CardStatus s) {
       return "blocked";
     case CardStatus::kCancelled:
       return "cancelled";
+    case CardStatus::kLost:
+      return "lost";
+    case CardStatus::kFrozen:
+      return "frozen";
+    case CardStatus::kRefunded:
+      return "refunded";
+    case CardStatus::kReplaced:
+      return "replaced";
   }
   return "unknown";
 }

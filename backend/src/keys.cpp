@@ -48,7 +48,23 @@ protocol::IssuerKeys Keys::derive_issuer_keys(std::uint64_t seed, std::uint8_t v
   k.load = kdf(seed, version, "load");
   k.tac = kdf(seed, version, "tac");
   k.batch = kdf(seed, version, "batch");
+  k.maintenance = kdf(seed, version, "maintenance");
+  k.m1 = kdf(seed, version, "m1");
   return k;
+}
+
+Status Keys::not_found(std::uint8_t version) {
+  return Status(Errc::kNotFound, "no issuer keys of version " + std::to_string(version));
+}
+
+const Keys::Version* Keys::find(std::uint8_t version) const {
+  auto it = versions_.find(version);
+  return it == versions_.end() ? nullptr : &it->second;
+}
+
+void Keys::hold(const protocol::IssuerKeys& k) {
+  versions_.erase(k.key_version);
+  versions_.emplace(k.key_version, Version(k));
 }
 
 Result<std::unique_ptr<Keys>> Keys::open(Store& store, std::uint64_t seed) {
@@ -82,7 +98,7 @@ Result<std::unique_ptr<Keys>> Keys::open(Store& store, std::uint64_t seed) {
   const protocol::IssuerKeys first = derive_issuer_keys(seed, kFirstVersion);
   if (Status s = keys->insert(first); !s.is_ok()) return s;
   if (Status s = txn->commit(); !s.is_ok()) return s;
-  keys->versions_[kFirstVersion] = first;
+  keys->hold(first);
   return keys;
 }
 
@@ -93,13 +109,14 @@ Status Keys::load() {
     auto row = q.step();
     if (!row.is_ok()) return row.status();
     if (!*row) return Status::ok();
-    protocol::IssuerKeys k;
-    k.key_version = static_cast<std::uint8_t>(q.column_int64(0));
+    // The unstored masters follow from the seed, which open() has checked.
+    protocol::IssuerKeys k =
+        derive_issuer_keys(seed_, static_cast<std::uint8_t>(q.column_int64(0)));
     k.purchase = key_from_blob(q.column_blob(1));
     k.load = key_from_blob(q.column_blob(2));
     k.tac = key_from_blob(q.column_blob(3));
     k.batch = key_from_blob(q.column_blob(4));
-    versions_[k.key_version] = k;
+    hold(k);
   }
 }
 
@@ -123,44 +140,61 @@ Status Keys::create_version(std::uint8_t version) {
   }
   const protocol::IssuerKeys k = derive_issuer_keys(seed_, version);
   if (Status s = insert(k); !s.is_ok()) return s;
-  versions_[version] = k;
+  hold(k);
   return Status::ok();
 }
 
+Result<std::uint8_t> Keys::rotate() {
+  const std::uint8_t current = current_version();
+  if (current == 0xFF) return Status(Errc::kTooLarge, "key version 255 is the last");
+  const auto next = static_cast<std::uint8_t>(current + 1);
+  if (Status s = create_version(next); !s.is_ok()) return s;
+  return next;
+}
+
+std::vector<std::uint8_t> Keys::versions() const {
+  std::vector<std::uint8_t> out;
+  for (const auto& [v, _] : versions_) out.push_back(v);
+  return out;
+}
+
 Result<protocol::IssuerKeys> Keys::issuer(std::uint8_t version) const {
-  auto it = versions_.find(version);
-  if (it == versions_.end()) {
-    return Status(Errc::kNotFound, "no issuer keys of version " + std::to_string(version));
-  }
-  return it->second;
+  const Version* v = find(version);
+  if (v == nullptr) return not_found(version);
+  return v->keys;
 }
 
 Status Keys::derive_card_keys(std::uint8_t version, crypto::Algorithm alg,
                               protocol::CardImage& card) const {
-  auto it = versions_.find(version);
-  if (it == versions_.end()) {
-    return Status(Errc::kNotFound, "no issuer keys of version " + std::to_string(version));
-  }
-  protocol::derive_card_keys(it->second, alg, card);
+  const Version* v = find(version);
+  if (v == nullptr) return not_found(version);
+  protocol::derive_card_keys(v->keys, alg, card);
   return Status::ok();
 }
 
 Result<crypto::Key16> Keys::card_tac_key(std::uint8_t version, crypto::Algorithm alg,
                                          const protocol::Serial8& serial) const {
-  auto it = versions_.find(version);
-  if (it == versions_.end()) {
-    return Status(Errc::kNotFound, "no issuer keys of version " + std::to_string(version));
-  }
-  return crypto::diversify(alg, it->second.tac, serial);
+  const Version* v = find(version);
+  if (v == nullptr) return not_found(version);
+  if (alg == crypto::Algorithm::kTripleDes) return crypto::diversify(v->tac_master, serial);
+  return crypto::diversify(alg, v->keys.tac, serial);
+}
+
+Result<crypto::MacKey> Keys::card_tac_mac_key(std::uint8_t version, crypto::Algorithm alg,
+                                              const protocol::Serial8& serial) const {
+  auto dtk = card_tac_key(version, alg, serial);
+  if (!dtk.is_ok()) return dtk.status();
+  return crypto::MacKey(crypto::tac_key(alg, *dtk));
 }
 
 Result<crypto::Key16> Keys::terminal_batch_key(std::uint8_t version,
                                                const protocol::TerminalId& terminal) const {
-  auto it = versions_.find(version);
-  if (it == versions_.end()) {
-    return Status(Errc::kNotFound, "no issuer keys of version " + std::to_string(version));
-  }
-  return protocol::terminal_batch_key(it->second.batch, terminal);
+  const Version* v = find(version);
+  if (v == nullptr) return not_found(version);
+  // protocol::terminal_batch_key's derivation, on the scheduled master.
+  const protocol::Serial8 d{0,           0,           terminal[0], terminal[1],
+                            terminal[2], terminal[3], terminal[4], terminal[5]};
+  return crypto::diversify(v->batch_master, d);
 }
 
 }  // namespace citycard::backend

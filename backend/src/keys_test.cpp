@@ -95,3 +95,96 @@ TEST(Keys, DerivedKeysAreProtocolsDerivations) {
 
 }  // namespace
 }  // namespace citycard::backend
+
+namespace citycard::backend {
+namespace {
+
+TEST(Keys, RotateMakesTheNextVersionCurrentAndKeepsTheOldOnes) {
+  testing::TempDir dir;
+  const std::string path = dir.file("rotate.db");
+  {
+    auto store = fresh(path);
+    auto keys = std::move(Keys::open(*store, 3)).value();
+    auto v2 = keys->rotate();
+    ASSERT_TRUE(v2.is_ok()) << v2.status().to_string();
+    EXPECT_EQ(*v2, 2);
+    EXPECT_EQ(keys->current_version(), 2);
+    EXPECT_EQ(keys->versions(), (std::vector<std::uint8_t>{1, 2}));
+    EXPECT_EQ(keys->issuer(2)->tac, Keys::derive_issuer_keys(3, 2).tac);
+  }
+  auto store = fresh(path);
+  auto keys = std::move(Keys::open(*store, 3)).value();
+  EXPECT_EQ(keys->versions(), (std::vector<std::uint8_t>{1, 2}));
+  // The masters that are not stored come back from the seed.
+  EXPECT_EQ(keys->issuer(1)->maintenance, Keys::derive_issuer_keys(3, 1).maintenance);
+  EXPECT_NE(keys->issuer(1)->maintenance, keys->issuer(2)->maintenance);
+  ASSERT_TRUE(keys->create_version(255).is_ok());
+  EXPECT_EQ(keys->rotate().status().code(), Errc::kTooLarge);
+}
+
+TEST(Keys, ScheduledTacKeyGivesTheSameTacsAsTheCardsOwnKey) {
+  auto store = fresh(":memory:");
+  auto keys = std::move(Keys::open(*store, 5)).value();
+  const protocol::Serial8 serial{0x31, 0x00, 0, 0, 0, 0, 0x12, 0x34};
+  const protocol::TerminalId t{0x31, 0, 0, 0, 0, 9};
+  const protocol::DateTime7 when{0x20, 0x24, 0x01, 0x02, 0x03, 0x04, 0x05};
+  for (auto alg : {crypto::Algorithm::kTripleDes, crypto::Algorithm::kSm4}) {
+    protocol::CardImage card;
+    card.serial = serial;
+    ASSERT_TRUE(keys->derive_card_keys(1, alg, card).is_ok());
+    const auto expected =
+        crypto::purchase_tac(crypto::tac_key(alg, card.dtk), 150, 0x06, t, 77, when);
+    auto key = keys->card_tac_mac_key(1, alg, serial);
+    ASSERT_TRUE(key.is_ok());
+    EXPECT_EQ(crypto::purchase_tac(*key, 150, 0x06, t, 77, when), expected);
+  }
+  EXPECT_EQ(keys->card_tac_mac_key(7, crypto::Algorithm::kTripleDes, serial).status().code(),
+            Errc::kNotFound);
+}
+
+// Rotation end to end: after it, new cards and new PSAMs are v2; cards and terminals of v1
+// keep working, and their records (and batches signed by v1 PSAMs) ingest and verify.
+class KeyRotationTest : public testing::BackendTest {};
+
+TEST_F(KeyRotationTest, OldVersionsStillVerifyOldRecordsAfterRotation) {
+  testing::TestCard old_card = issue(1'000);
+  testing::TestTerminal old_bus = add_terminal("bus-co", "15");
+  // A v1 record made before the rotation and uploaded after it (a late upload).
+  const auto late = purchase(old_card, old_bus, 100, now());
+
+  ASSERT_TRUE(backend->keys().rotate().is_ok());
+  testing::TestCard new_card = issue(1'000);
+  testing::TestTerminal new_bus = add_terminal("bus-co", "16");
+  EXPECT_EQ(old_card.image.key_version, 1);
+  EXPECT_EQ(new_card.image.key_version, 2);
+  EXPECT_EQ(old_bus.psam.key_version, 1);
+  EXPECT_EQ(new_bus.psam.key_version, 2);
+  EXPECT_EQ(backend->issuance().terminal(new_bus.psam.terminal_id)->key_version, 2);
+  EXPECT_NE(old_card.image.dtk, new_card.image.dtk);
+
+  // v1 card, v1 PSAM (its batch key is v1); v2 card on the v1 terminal; v1 card on the v2
+  // terminal: what each card's TAC and each PSAM's signature were made with is what counts.
+  const IngestResult a =
+      backend->upload(make_batch(old_bus, {late, purchase(old_card, old_bus, 100, now()),
+                                           purchase(new_card, old_bus, 50, now())}));
+  ASSERT_TRUE(a.ok()) << a.message;
+  EXPECT_EQ(a.ack.accepted(), 3u);
+  EXPECT_EQ(a.ack.problems_size(), 0);
+  const IngestResult b = backend->upload(make_batch(
+      new_bus, {purchase(old_card, new_bus, 10, now()), purchase(new_card, new_bus, 20, now())}));
+  ASSERT_TRUE(b.ok()) << b.message;
+  EXPECT_EQ(b.ack.accepted(), 2u);
+  EXPECT_EQ(card(old_card).balance_fen, 1'000 - 210);
+  EXPECT_EQ(card(new_card).balance_fen, 1'000 - 70);
+
+  // A record that claims v2 for a v1 card does not verify: the version is part of the key.
+  auto forged = purchase(old_card, new_bus, 10, now());
+  forged.set_key_version(2);
+  const IngestResult c = backend->upload(make_batch(new_bus, {forged}));
+  ASSERT_TRUE(c.ok());
+  ASSERT_EQ(c.ack.problems_size(), 1);
+  EXPECT_EQ(c.ack.problems(0).code(), citycard::wire::BAD_TAC);
+}
+
+}  // namespace
+}  // namespace citycard::backend

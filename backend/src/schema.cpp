@@ -139,7 +139,371 @@ CREATE TABLE rejected_records(
 );
 )sql";
 
-constexpr Migration kMigrations[] = {{1, kV1}};
+// Version 2: the money side (card lifecycle, recharge, merchants, settlement, risk, fares,
+// notifications, users and audit). Same conventions as version 1; every table here is written
+// by one component, named in its comment.
+constexpr const char* kV2Money = R"sql(
+-- users.cpp
+CREATE TABLE users(
+  username TEXT PRIMARY KEY,
+  role INTEGER NOT NULL,
+  merchant_id TEXT NOT NULL,
+  password_hash BLOB NOT NULL,
+  active INTEGER NOT NULL,
+  created_by TEXT NOT NULL,
+  created_at_us INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE audit_log(
+  id INTEGER PRIMARY KEY,
+  at_us INTEGER NOT NULL,
+  actor TEXT NOT NULL,
+  role TEXT NOT NULL,
+  merchant_id TEXT NOT NULL,
+  action TEXT NOT NULL,
+  target TEXT NOT NULL,
+  ok INTEGER NOT NULL,
+  result TEXT NOT NULL
+);
+CREATE INDEX audit_by_action ON audit_log(action);
+
+-- cards.cpp: named cards' holders and their online accounts
+CREATE TABLE holders(
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL,
+  id_hash TEXT NOT NULL UNIQUE,          -- SHA-256 of salt and id number, hex
+  phone TEXT NOT NULL,
+  email TEXT NOT NULL,
+  notify INTEGER NOT NULL,
+  account_fen INTEGER NOT NULL CHECK (account_fen >= 0),
+  created_at_us INTEGER NOT NULL
+);
+
+-- cards.cpp, merchants.cpp, recharge.cpp: what the money side knows of a card beyond cards
+CREATE TABLE card_ext(
+  serial BLOB PRIMARY KEY REFERENCES cards(serial),
+  holder_id INTEGER REFERENCES holders(id),   -- NULL: anonymous
+  online_counter INTEGER,                     -- what its next INITIALIZE FOR LOAD should say
+  points INTEGER NOT NULL DEFAULT 0 CHECK (points >= 0),
+  spend_fen INTEGER NOT NULL DEFAULT 0,
+  level INTEGER NOT NULL DEFAULT 0,
+  replaced_by BLOB,
+  status_reason TEXT NOT NULL DEFAULT '',
+  expiry_notified INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+
+-- merchants.cpp
+CREATE TABLE deployers(
+  deployer_id TEXT PRIMARY KEY,
+  name TEXT NOT NULL,
+  bank_name TEXT NOT NULL,
+  bank_account TEXT NOT NULL,
+  account_name TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE merchants(
+  merchant_id TEXT PRIMARY KEY,
+  name TEXT NOT NULL,
+  kind INTEGER NOT NULL,
+  cycle INTEGER NOT NULL,
+  txn_fee_bp INTEGER NOT NULL CHECK (txn_fee_bp BETWEEN 0 AND 10000),
+  recharge_fee_bp INTEGER NOT NULL CHECK (recharge_fee_bp BETWEEN 0 AND 10000),
+  deployer_id TEXT NOT NULL,
+  deployer_share_bp INTEGER NOT NULL CHECK (deployer_share_bp BETWEEN 0 AND 10000),
+  bank_name TEXT NOT NULL,
+  bank_account TEXT NOT NULL,
+  account_name TEXT NOT NULL,
+  points_coefficient_milli INTEGER NOT NULL,
+  points_funding INTEGER NOT NULL,
+  recharge_enabled INTEGER NOT NULL,
+  start_date INTEGER NOT NULL,
+  quota_fen INTEGER NOT NULL DEFAULT 0 CHECK (quota_fen >= 0),
+  points_stock INTEGER NOT NULL DEFAULT 0 CHECK (points_stock >= 0),
+  settled_through INTEGER NOT NULL,       -- last day an approved settlement covers
+  active INTEGER NOT NULL DEFAULT 1,
+  created_at_us INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE card_levels(
+  level INTEGER PRIMARY KEY,
+  name TEXT NOT NULL,
+  min_spend_fen INTEGER NOT NULL,
+  points_pct INTEGER NOT NULL
+);
+
+-- Every change of a card's points: awards (kind 0), gifts (1), loads (2). line_id: the
+-- settlement line that charged or paid it.
+CREATE TABLE points_moves(
+  id INTEGER PRIMARY KEY,
+  serial BLOB NOT NULL,
+  merchant_id TEXT NOT NULL,
+  kind INTEGER NOT NULL,
+  points INTEGER NOT NULL CHECK (points > 0),
+  prepaid_points INTEGER NOT NULL,
+  ref TEXT NOT NULL,
+  settlement_date INTEGER NOT NULL,
+  line_id INTEGER,
+  at_us INTEGER NOT NULL
+);
+CREATE INDEX points_moves_open ON points_moves(merchant_id, line_id);
+
+-- recharge.cpp
+CREATE TABLE recharge_orders(
+  order_id TEXT PRIMARY KEY,
+  channel INTEGER NOT NULL,
+  card_serial BLOB NOT NULL,
+  holder_id INTEGER NOT NULL,             -- 0: none
+  to_account INTEGER NOT NULL,
+  amount_fen INTEGER NOT NULL CHECK (amount_fen > 0),
+  merchant_id TEXT NOT NULL,
+  voucher_code TEXT NOT NULL,
+  actor TEXT NOT NULL,
+  fingerprint TEXT NOT NULL,              -- the parameters; a repeat must match
+  state INTEGER NOT NULL,
+  failure TEXT NOT NULL DEFAULT '',
+  created_at_us INTEGER NOT NULL,
+  created_date INTEGER NOT NULL,
+  paid_date INTEGER,
+  done_date INTEGER,
+  bank_ref TEXT NOT NULL DEFAULT '',
+  bank_queries INTEGER NOT NULL DEFAULT 0,
+  bank_next_query_us INTEGER,
+  bank_gave_up INTEGER NOT NULL DEFAULT 0,
+  bank_late_refund INTEGER NOT NULL DEFAULT 0,
+  auth_terminal BLOB,
+  auth_counter INTEGER,
+  auth_balance_before INTEGER,
+  auth_random BLOB,
+  auth_mac1 BLOB,
+  auth_datetime BLOB,
+  auth_mac2 BLOB,
+  auth_key_version INTEGER,
+  tac BLOB,
+  tac_verified INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX recharge_orders_by_card ON recharge_orders(card_serial, state);
+CREATE INDEX recharge_orders_waiting ON recharge_orders(state, bank_next_query_us);
+
+CREATE TABLE bank_callbacks(
+  id INTEGER PRIMARY KEY,
+  at_us INTEGER NOT NULL,
+  order_id TEXT NOT NULL,
+  bank_ref TEXT NOT NULL,
+  result INTEGER NOT NULL,
+  amount_fen INTEGER NOT NULL,
+  outcome TEXT NOT NULL
+);
+
+CREATE TABLE vouchers(
+  code TEXT PRIMARY KEY,
+  issuer TEXT NOT NULL,
+  face_fen INTEGER NOT NULL CHECK (face_fen > 0),
+  state INTEGER NOT NULL,                 -- 0 unused, 1 redeemed
+  order_id TEXT,
+  redeemed_date INTEGER,
+  settled INTEGER NOT NULL,
+  imported_at_us INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE rebate_rules(
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL,
+  min_recharge_fen INTEGER NOT NULL,
+  rebate_fen INTEGER NOT NULL,
+  installments INTEGER NOT NULL,
+  interval_months INTEGER NOT NULL,
+  enabled INTEGER NOT NULL,
+  created_at_us INTEGER NOT NULL
+);
+
+CREATE TABLE rebate_installments(
+  id INTEGER PRIMARY KEY,
+  order_id TEXT NOT NULL,
+  card_serial BLOB NOT NULL,
+  rule_id INTEGER NOT NULL,
+  seq INTEGER NOT NULL,
+  amount_fen INTEGER NOT NULL CHECK (amount_fen > 0),
+  due_date INTEGER NOT NULL,
+  state INTEGER NOT NULL,                 -- 0 owed, 1 released, 2 forfeited
+  released_order_id TEXT
+);
+CREATE INDEX rebate_installments_due ON rebate_installments(state, due_date);
+
+-- settlement.cpp
+CREATE TABLE settlement_batches(
+  id INTEGER PRIMARY KEY,
+  business_date INTEGER NOT NULL,
+  state INTEGER NOT NULL,
+  created_by TEXT NOT NULL,
+  created_at_us INTEGER NOT NULL,
+  approved_by TEXT NOT NULL DEFAULT '',
+  approved_at_us INTEGER,
+  file_attempts INTEGER NOT NULL DEFAULT 0,
+  more_due INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE TABLE settlement_lines(
+  id INTEGER PRIMARY KEY,
+  batch_id INTEGER NOT NULL REFERENCES settlement_batches(id),
+  party_kind INTEGER NOT NULL,
+  party_id TEXT NOT NULL,
+  period_from INTEGER NOT NULL,
+  period_to INTEGER NOT NULL,
+  txn_count INTEGER NOT NULL,
+  gross_fen INTEGER NOT NULL,
+  fee_fen INTEGER NOT NULL,
+  deployer_id TEXT NOT NULL,
+  deployer_share_fen INTEGER NOT NULL,
+  recharge_count INTEGER NOT NULL,
+  recharge_fen INTEGER NOT NULL,
+  commission_fen INTEGER NOT NULL,
+  points_redeemed_fen INTEGER NOT NULL,
+  points_cost_fen INTEGER NOT NULL,
+  net_fen INTEGER NOT NULL CHECK (net_fen >= 0),
+  bank_name TEXT NOT NULL,
+  bank_account TEXT NOT NULL,
+  account_name TEXT NOT NULL,
+  payout INTEGER NOT NULL,
+  payout_ref TEXT NOT NULL DEFAULT '',
+  file_date INTEGER
+);
+CREATE INDEX settlement_lines_by_batch ON settlement_lines(batch_id);
+CREATE INDEX settlement_lines_by_party ON settlement_lines(party_kind, party_id);
+CREATE INDEX settlement_lines_by_ref ON settlement_lines(payout_ref);
+
+-- risk.cpp
+CREATE TABLE blacklist(
+  serial BLOB PRIMARY KEY,
+  version INTEGER NOT NULL,
+  reason TEXT NOT NULL,
+  at_us INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX blacklist_by_version ON blacklist(version);
+
+CREATE TABLE blacklist_changes(
+  version INTEGER PRIMARY KEY,
+  serial BLOB NOT NULL,
+  listed INTEGER NOT NULL,
+  reason TEXT NOT NULL,
+  at_us INTEGER NOT NULL
+);
+
+CREATE TABLE risk_rules(
+  id INTEGER PRIMARY KEY,
+  kind INTEGER NOT NULL,
+  merchant_id TEXT NOT NULL,
+  threshold INTEGER NOT NULL,
+  action INTEGER NOT NULL,
+  enabled INTEGER NOT NULL,
+  created_by TEXT NOT NULL,
+  created_at_us INTEGER NOT NULL
+);
+
+CREATE TABLE risk_events(
+  id INTEGER PRIMARY KEY,
+  at_us INTEGER NOT NULL,
+  rule_id INTEGER NOT NULL,               -- 0: raised by the code (a finding)
+  kind INTEGER NOT NULL,
+  action INTEGER NOT NULL,
+  merchant_id TEXT NOT NULL,
+  card_serial BLOB,
+  ref TEXT NOT NULL,
+  amount_fen INTEGER NOT NULL,
+  detail TEXT NOT NULL,
+  state INTEGER NOT NULL,
+  decided_by TEXT NOT NULL DEFAULT '',
+  decided_at_us INTEGER
+);
+CREATE INDEX risk_events_by_state ON risk_events(state);
+
+-- Per-merchant alarm counters: kind 0 purchases, 1 recharges, per calendar minute.
+CREATE TABLE risk_activity(
+  merchant_id TEXT NOT NULL,
+  kind INTEGER NOT NULL,
+  minute INTEGER NOT NULL,
+  count INTEGER NOT NULL,
+  amount_fen INTEGER NOT NULL,
+  PRIMARY KEY (merchant_id, kind, minute)
+) WITHOUT ROWID;
+
+-- fares.cpp: versioned parameters for terminals; removed rows are tombstones
+CREATE TABLE params(
+  kind TEXT NOT NULL,
+  key TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  body BLOB NOT NULL,
+  removed INTEGER NOT NULL,
+  at_us INTEGER NOT NULL,
+  PRIMARY KEY (kind, key)
+) WITHOUT ROWID;
+CREATE INDEX params_by_version ON params(version);
+
+-- notify.cpp
+CREATE TABLE notify_templates(
+  event INTEGER NOT NULL,
+  channel INTEGER NOT NULL,
+  body TEXT NOT NULL,
+  PRIMARY KEY (event, channel)
+) WITHOUT ROWID;
+
+CREATE TABLE notifications(
+  id INTEGER PRIMARY KEY,
+  at_us INTEGER NOT NULL,
+  event INTEGER NOT NULL,
+  channel INTEGER NOT NULL,
+  recipient TEXT NOT NULL,
+  card_serial BLOB,
+  body TEXT NOT NULL,
+  state INTEGER NOT NULL,                 -- 0 queued, 1 sent, 2 failed
+  attempts INTEGER NOT NULL,
+  error TEXT NOT NULL
+);
+CREATE INDEX notifications_queued ON notifications(state);
+CREATE INDEX notifications_by_card ON notifications(card_serial);
+)sql";
+
+// Version 3: the PKI (ca.h). The working CAs' and the RA's private keys are PEM text in
+// pki_authorities: the database is the online CA's key store and must be kept like one
+// (file mode 0600, backups encrypted). The root's key is not here (key_pem NULL): it is
+// offline. Times are Unix seconds (UTC), as X.509 has them.
+constexpr const char* kV3Pki = R"sql(
+CREATE TABLE pki_authorities(
+  name TEXT PRIMARY KEY,              -- 'root', 'national', 'city:3100', 'ra:3100'
+  role INTEGER NOT NULL,
+  cert_pem TEXT NOT NULL,
+  key_pem TEXT,
+  crl_number INTEGER NOT NULL DEFAULT 0,
+  crl_pem TEXT,
+  crl_this_update_s INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+
+CREATE TABLE certificates(
+  serial TEXT PRIMARY KEY,            -- lower-case hex
+  issuer TEXT NOT NULL,               -- pki_authorities.name
+  role INTEGER NOT NULL,
+  subject TEXT NOT NULL,
+  subject_id TEXT NOT NULL,
+  not_before_s INTEGER NOT NULL,
+  not_after_s INTEGER NOT NULL,
+  curve_key BLOB CHECK (curve_key IS NULL OR length(curve_key) = 32),
+  cert_pem TEXT NOT NULL,
+  issued_at_us INTEGER NOT NULL,
+  revoked_at_s INTEGER,               -- NULL: not revoked
+  revocation_reason INTEGER
+) WITHOUT ROWID;
+CREATE INDEX certificates_by_curve_key ON certificates(curve_key) WHERE curve_key IS NOT NULL;
+CREATE INDEX certificates_revoked ON certificates(issuer) WHERE revoked_at_s IS NOT NULL;
+
+-- A server's CURVE secret key and the certificate that binds its public half.
+CREATE TABLE server_identities(
+  name TEXT PRIMARY KEY,
+  curve_secret BLOB NOT NULL CHECK (length(curve_secret) = 32),
+  key_pem TEXT NOT NULL,
+  cert_serial TEXT NOT NULL REFERENCES certificates(serial)
+) WITHOUT ROWID;
+)sql";
+
+constexpr Migration kMigrations[] = {{1, kV1}, {2, kV2Money}, {3, kV3Pki}};
 
 }  // namespace
 

@@ -3,6 +3,8 @@
 #include <exception>
 #include <string>
 
+#include "citycard/backend/money_service.h"
+
 namespace citycard::backend {
 
 namespace pw = protocol::wire;
@@ -70,6 +72,9 @@ Envelope Service::dispatch(const Envelope& request) {
       return e;
     }
     default:
+      if (money_ != nullptr && money_->handles(request.body_case())) {
+        return money_->dispatch(request);
+      }
       return error_reply(id, citycard::wire::UNSUPPORTED,
                          "the backend does not serve message type " +
                              std::to_string(static_cast<int>(request.body_case())));

@@ -166,8 +166,8 @@ Status Store::error(int rc, std::string_view what) const {
 
 Result<std::unique_ptr<Store>> Store::open(const std::string& path, StoreOptions options) {
   sqlite3* db = nullptr;
-  const int rc =
-      sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
+  const int rc = sqlite3_open_v2(
+      path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     std::string msg = "cannot open database " + path + ": " + sqlite3_errstr(rc);
     sqlite3_close(db);  // a handle is returned even on failure
@@ -189,9 +189,10 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& path, StoreOptions
   if (mode != "wal" && mode != "memory") {
     return Status(Errc::kIo, "database " + path + " refused WAL mode (journal mode " + mode + ")");
   }
-  const std::string pragmas = std::string("PRAGMA synchronous=") +
-                              (options.synchronous_full ? "FULL" : "NORMAL") +
-                              "; PRAGMA foreign_keys=ON;";
+  const std::string pragmas =
+      std::string("PRAGMA synchronous=") + (options.synchronous_full ? "FULL" : "NORMAL") +
+      "; PRAGMA foreign_keys=ON; PRAGMA cache_size=" + std::to_string(-options.cache_size_kib) +
+      "; PRAGMA wal_autocheckpoint=" + std::to_string(options.wal_autocheckpoint_pages) + ";";
   if (Status s = store->exec(pragmas); !s.is_ok()) return s;
   return store;
 }
@@ -210,7 +211,7 @@ Status Store::exec(std::string_view sql) {
 }
 
 Query Store::query(std::string_view sql) {
-  auto it = cache_.find(std::string(sql));
+  auto it = cache_.find(sql);
   if (it != cache_.end() && !it->second->in_use) {
     it->second->in_use = true;
     return Query(this, it->second.get(), Status::ok());
@@ -340,6 +341,10 @@ Status Store::migrate(std::span<const Migration> migrations) {
 
 std::int64_t Store::last_insert_rowid() const {
   return sqlite3_last_insert_rowid(db_);
+}
+
+std::int64_t Store::changes() const {
+  return sqlite3_changes64(db_);
 }
 
 }  // namespace citycard::backend

@@ -26,6 +26,9 @@
 #include "citycard/backend/issuance.h"
 #include "citycard/backend/keys.h"
 #include "citycard/backend/ledger.h"
+#include "citycard/backend/money_options.h"
+#include "citycard/backend/money_service.h"
+#include "citycard/backend/report_data.h"
 #include "citycard/backend/service.h"
 #include "citycard/backend/store.h"
 #include "citycard/protocol/personalisation.h"
@@ -41,6 +44,7 @@ struct BackendOptions {
   StoreOptions store;
   IssuanceOptions issuance;
   IngestOptions ingest;
+  MoneyOptions money;  // the money side (backend_money.cpp)
 };
 
 // For the run summary: counts since this process opened the backend.
@@ -74,6 +78,12 @@ class Backend {
   // -(sum of card deposits); every operator's payable equals its cleared swipes. Names the
   // first difference.
   Status check_conservation() const;
+  // The money side's invariants (backend_money.cpp): every money-side ledger account equals
+  // what its tables say it should hold. Part of check_conservation().
+  Status check_money_conservation() const;
+  // Runs what is due by the clock: bank callbacks and timeouts, rebate instalments, expiry
+  // notices, then sends queued notifications (outside any transaction).
+  Result<RechargePoll> poll();
   BackendCounters counters() const;
 
   Store& store() { return *store_; }
@@ -87,11 +97,25 @@ class Backend {
   Clearing& clearing() { return *clearing_; }
   const Clearing& clearing() const { return *clearing_; }
   Service& service() { return *service_; }
+  // The money side.
+  Users& users() { return *users_; }
+  Cards& cards() { return *cards_; }
+  Merchants& merchants() { return *merchants_; }
+  Recharge& recharge() { return *recharge_; }
+  Risk& risk() { return *risk_; }
+  Fares& fares() { return *fares_; }
+  Settlement& settlement() { return *settlement_; }
+  Notifier& notifier() { return *notifier_; }
+  ReportData& reports() { return *reports_; }
+  BankGateway& bank() { return *bank_; }
+  SimBank* sim_bank() { return sim_bank_; }  // null when another gateway was given
+  NotificationGateway& notification_gateway() { return *notify_gateway_; }
   const Calendar& calendar() const { return calendar_; }
   const BackendOptions& options() const { return options_; }
 
  private:
   Backend(BackendOptions options, const sim::Clock& clock);
+  Status open_money();  // backend_money.cpp
 
   BackendOptions options_;
   Calendar calendar_;
@@ -103,6 +127,22 @@ class Backend {
   std::unique_ptr<Ingest> ingest_;
   std::unique_ptr<Clearing> clearing_;
   std::unique_ptr<Service> service_;
+  // The money side, in dependency order (backend_money.cpp).
+  std::unique_ptr<BankGateway> owned_bank_;
+  BankGateway* bank_ = nullptr;
+  SimBank* sim_bank_ = nullptr;
+  std::unique_ptr<NotificationGateway> notify_gateway_;
+  std::unique_ptr<Users> users_;
+  std::unique_ptr<Notifier> notifier_;
+  std::unique_ptr<Risk> risk_;
+  std::unique_ptr<Merchants> merchants_;
+  std::unique_ptr<Cards> cards_;
+  std::unique_ptr<Fares> fares_;
+  std::unique_ptr<Recharge> recharge_;
+  std::unique_ptr<Settlement> settlement_;
+  std::unique_ptr<ReportData> reports_;
+  std::unique_ptr<SwipeRules> swipe_rules_;
+  std::unique_ptr<MoneyService> money_service_;
 };
 
 }  // namespace citycard::backend

@@ -1,7 +1,8 @@
-// Clearing (清分), first cut: what each operator and each route earned, from the swipes
-// table, over a range of settlement dates. Settlement (paying operators) comes later; until
-// then an operator's all-time total equals what the ledger says is payable to it, and
-// reconcile_with_ledger() checks exactly that.
+// Clearing (清分): what each operator (merchant) earned, by route, vehicle, driver and device,
+// from the swipes table, over a range of settlement dates. Settlement (settlement.h) pays
+// operators; an operator's all-time swipes minus what approved settlements took out of its
+// payable equals what the ledger says is still payable to it, and reconcile_with_ledger()
+// checks exactly that.
 //
 // Threads: one caller at a time (the Backend's).
 #pragma once
@@ -38,6 +39,20 @@ struct RouteTotal {
   bool operator==(const RouteTotal&) const = default;
 };
 
+// A finer cut of one operator's takings (transit figures by route, vehicle, driver; a
+// merchant's by device).
+enum class ClearingDimension : std::uint8_t { kRoute = 0, kVehicle = 1, kDriver = 2, kDevice = 3 };
+
+struct DimensionTotal {
+  std::string operator_id;
+  std::string key;  // the route, vehicle, driver or device
+  std::int64_t count = 0;
+  std::int64_t amount_fen = 0;
+  std::int64_t full_fare_fen = 0;  // before discounts: full - amount is what riders saved
+  std::int64_t transfers = 0;      // rides that carried a transfer count
+  bool operator==(const DimensionTotal&) const = default;
+};
+
 class Clearing {
  public:
   Clearing(Store& store, const Ledger& ledger) : store_(store), ledger_(ledger) {}
@@ -45,9 +60,13 @@ class Clearing {
   // By operator id; by (operator id, route).
   Result<std::vector<OperatorTotal>> by_operator(const DateRange& range = {}) const;
   Result<std::vector<RouteTotal>> by_route(const DateRange& range = {}) const;
+  // By (operator id, key), for one dimension; `operator_id` empty: every operator.
+  Result<std::vector<DimensionTotal>> by(ClearingDimension dimension, const DateRange& range = {},
+                                         const std::string& operator_id = "") const;
 
-  // Every payable:<operator> account's balance is minus that operator's all-time swipe total
-  // (and zero for an operator without swipes). Names the first operator that differs.
+  // Every payable:<operator> account's balance is minus (that operator's all-time swipe total
+  // minus the gross of its approved settlement lines), and zero for an operator without
+  // swipes. Names the first operator that differs.
   Status reconcile_with_ledger() const;
 
  private:

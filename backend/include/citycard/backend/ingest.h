@@ -25,10 +25,26 @@
 // swipes with every clearing field and posted Dr card_float / Cr payable:<operator> (the
 // terminal's registered operator); the card's believed balance and last counter follow.
 //
+// The money of a batch is one posting (kind "swipes", reference "batch <terminal>#<no>"):
+// Dr card_float / Cr payable:<operator> for the sum of its accepted records, and every swipe
+// row points at it (posting_id; NULL for a zero fare, and no posting when the batch moved
+// nothing). A batch is one terminal's, so one operator's: the detail is in swipes.
+
 // All of a batch — swipes, postings, rejected records, card updates and the stored ack — is
 // one SQLite transaction: after a crash either the whole batch is there or none of it. The
 // ack is stored, so a replay of the batch gets the same ack with batch_duplicate set and
 // changes nothing.
+//
+// Speed (backend/bench/ingest_bench.cpp): a card is read once per batch and written once per
+// batch; a record is inserted straight away and the unique keys of swipes ((card, counter) and
+// (terminal, seq)) detect a replay, so only a replay costs a query; the batch is posted before
+// its records are stored (on the bet that all are accepted; when not, the batch is processed a
+// second time with the right amount), so a row is written once; the cards' TAC keys are kept
+// scheduled in a bounded cache (IngestOptions::tac_key_cache_max). The per-record cost is a MAC
+// and one row insert.
+
+// A SwipeHook (swipe_hook.h), when set, sees every record that passed ingest's own checks before
+// its money moves (it may reject it or add reasons to flag it) and again once it is stored.
 //
 // Threads: one caller at a time (the Backend's).
 #pragma once
@@ -37,12 +53,15 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <unordered_map>
 
 #include "citycard/backend/calendar.h"
 #include "citycard/backend/issuance.h"
 #include "citycard/backend/keys.h"
 #include "citycard/backend/ledger.h"
 #include "citycard/backend/store.h"
+#include "citycard/backend/swipe_hook.h"
+#include "citycard/protocol/crypto.h"
 #include "citycard/protocol/purse.h"
 #include "citycard/protocol/status.h"
 #include "citycard/protocol/wire.h"
@@ -57,6 +76,9 @@ struct IngestOptions {
   std::uint16_t first_card_counter = 0;
   // Operator, route, vehicle, device and driver fields longer than this are MALFORMED.
   std::size_t max_text_field_bytes = 64;
+  // Cards whose scheduled TAC key is kept between batches, at most (about 200 bytes each). A
+  // full cache is emptied and refilled: bounded memory, a brief dip in speed.
+  std::size_t tac_key_cache_max = 65'536;
 };
 
 // Counts since this process opened the backend, for the run summary.
@@ -114,6 +136,8 @@ class Ingest {
          IngestOptions options);
 
   IngestResult ingest(const citycard::wire::UploadBatch& batch);
+  // The money side's rules; null (the default) for none. Must outlive the Ingest.
+  void set_swipe_hook(SwipeHook* hook) { hook_ = hook; }
 
   const IngestCounters& counters() const { return counters_; }
   const IngestOptions& options() const { return options_; }
@@ -132,10 +156,31 @@ class Ingest {
  private:
   struct Batch;
   struct Verdict;
+  struct CardState;
+  struct Accepted;
+  struct Work;
+  struct TacKeyId {
+    std::uint64_t serial = 0;  // the 8 serial bytes, big-endian
+    std::uint16_t version_and_algorithm = 0;
+    bool operator==(const TacKeyId&) const = default;
+  };
+  struct TacKeyIdHash {
+    std::size_t operator()(const TacKeyId& k) const {
+      return std::hash<std::uint64_t>()(k.serial * 31 + k.version_and_algorithm);
+    }
+  };
+
   static Verdict verdict(citycard::wire::Code code, std::string message);
   IngestResult refuse(const citycard::wire::UploadBatch& batch, citycard::wire::Code code,
                       std::string message);
-  Result<Verdict> process_record(const Batch& b, const citycard::wire::SwipeRecord& r);
+  Result<Verdict> process_record(Work& w, const citycard::wire::SwipeRecord& r);
+  Result<CardState*> card_state(Work& w, const protocol::Serial8& serial);
+  Result<const protocol::crypto::MacKey*> tac_key(std::uint8_t version,
+                                                  protocol::crypto::Algorithm alg,
+                                                  const protocol::Serial8& serial);
+  Result<Verdict> classify_replay(const Accepted& a);
+  Status run_records(Work& w, const citycard::wire::UploadBatch& batch, std::int64_t post_fen,
+                     citycard::wire::UploadAck& ack, IngestCounters& delta);
   Status store_rejected(const Batch& b, const citycard::wire::SwipeRecord& r, std::uint32_t index,
                         const Verdict& v);
 
@@ -146,6 +191,8 @@ class Ingest {
   const Calendar& calendar_;
   IngestOptions options_;
   IngestCounters counters_;
+  SwipeHook* hook_ = nullptr;
+  std::unordered_map<TacKeyId, protocol::crypto::MacKey, TacKeyIdHash> tac_keys_;
 };
 
 }  // namespace citycard::backend

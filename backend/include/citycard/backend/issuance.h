@@ -34,7 +34,16 @@
 
 namespace citycard::backend {
 
-enum class CardStatus : std::uint8_t { kActive = 0, kBlocked = 1, kCancelled = 2 };
+// Every status but kActive puts the card on the blacklist (cards.h keeps the two in step).
+enum class CardStatus : std::uint8_t {
+  kActive = 0,
+  kBlocked = 1,    // blocked by an operator (fraud confirmed)
+  kCancelled = 2,  // issue cancelled (撤销发卡): money returned, card wiped
+  kLost = 3,       // reported lost (挂失), named cards only; may be found again
+  kFrozen = 4,     // frozen by an operator (冻结); unfreeze makes it active again
+  kRefunded = 5,   // returned (退卡): balance and deposit paid back
+  kReplaced = 6,   // replaced (换卡): balance and deposit moved to the new card
+};
 const char* card_status_name(CardStatus s);
 
 struct IssuanceOptions {

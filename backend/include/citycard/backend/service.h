@@ -5,8 +5,10 @@
 // frame could not be decoded). UploadBatch -> UploadAck, or ErrorReply with the code that
 // refused the batch (nothing changed; the terminal keeps the batch); BalanceQuery ->
 // BalanceReply, or ErrorReply UNKNOWN_CARD / MALFORMED; Ping -> Pong. A frame that does not
-// decode -> ErrorReply MALFORMED (REJECTED when over the size limit); any other message ->
-// ErrorReply UNSUPPORTED. handle() never throws and never moves money on bad input.
+// decode -> ErrorReply MALFORMED (REJECTED when over the size limit); the money side's
+// messages (recharge, load, pending loads, blacklist, parameters) -> the MoneyService when one
+// is set (money_service.h); any other message -> ErrorReply UNSUPPORTED. handle() never
+// throws and never moves money on bad input.
 //
 // Threads: handle() runs on the server's thread; the Backend behind it must not be used from
 // another thread at the same time.
@@ -22,6 +24,8 @@
 
 namespace citycard::backend {
 
+class MoneyService;
+
 class Service final : public sim::RequestHandler {
  public:
   Service(Ingest& ingest, Issuance& issuance) : ingest_(ingest), issuance_(issuance) {}
@@ -29,6 +33,9 @@ class Service final : public sim::RequestHandler {
   Bytes handle(ByteView frame) override;
   // The same, for an envelope already decoded (in-process callers).
   citycard::wire::Envelope handle_envelope(const citycard::wire::Envelope& request);
+
+  // The money side's messages (money_service.h); null: answered UNSUPPORTED.
+  void set_money(MoneyService* money) { money_ = money; }
 
   std::uint64_t requests() const { return requests_; }
   std::uint64_t error_replies() const { return error_replies_; }
@@ -41,6 +48,7 @@ class Service final : public sim::RequestHandler {
   Issuance& issuance_;
   std::uint64_t requests_ = 0;
   std::uint64_t error_replies_ = 0;
+  MoneyService* money_ = nullptr;
 };
 
 }  // namespace citycard::backend

@@ -15,12 +15,14 @@
 // - The schema is a list of Migrations applied in order and recorded in `schema_version`; a
 //   database from a newer build (a version this build does not know) is refused.
 //
-// Threads: a Store is used by one thread at a time (the Backend's caller). Queries and
-// Transactions must not outlive their Store.
+// Threads: a Store is used by one thread at a time (the Backend's caller), so the connection is
+// opened without SQLite's own mutex (SQLITE_OPEN_NOMUTEX). Queries and Transactions must not
+// outlive their Store.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -44,6 +46,12 @@ struct StoreOptions {
   // Our SQL is a fixed set of literals; more distinct statements than this means SQL is being
   // built at run time, and the extra ones are prepared per use instead of cached.
   std::size_t statement_cache_max = 256;
+  // SQLite's page cache (PRAGMA cache_size), in KiB. SQLite's default of 2 MiB makes a busy
+  // ingest read back the index pages it has just written; pages are allocated only as used.
+  std::int64_t cache_size_kib = 64 * 1024;
+  // WAL pages after which a commit checkpoints (PRAGMA wal_autocheckpoint). Larger means fewer
+  // checkpoints, each writing a hot page once for several commits, and a longer WAL file.
+  int wal_autocheckpoint_pages = 4'096;
 };
 
 // One step of the schema: `sql` (one or more statements) takes the database to `version`.
@@ -126,6 +134,8 @@ class Store {
   Result<int> schema_version();
 
   std::int64_t last_insert_rowid() const;
+  // Rows the last INSERT, UPDATE or DELETE changed (0: an upsert that did nothing).
+  std::int64_t changes() const;
   const std::string& path() const { return path_; }
   std::size_t cached_statements() const { return cache_.size(); }
 
@@ -138,7 +148,14 @@ class Store {
   sqlite3* db_;
   std::string path_;
   StoreOptions options_;
-  std::unordered_map<std::string, std::unique_ptr<Query::Slot>> cache_;
+  // Looked up by string_view without building a string (the SQL of a hot insert is long).
+  struct SqlHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view sql) const {
+      return std::hash<std::string_view>()(sql);
+    }
+  };
+  std::unordered_map<std::string, std::unique_ptr<Query::Slot>, SqlHash, std::equal_to<>> cache_;
   int depth_ = 0;
 };
 
