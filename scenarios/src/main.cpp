@@ -12,6 +12,7 @@
 #include <boost/program_options.hpp>
 
 #include "citycard/reports/report.h"
+#include "citycard/scenarios/load.h"
 #include "citycard/scenarios/runner.h"
 #include "citycard/scenarios/serve.h"
 #include "citycard/hil/nfc.h"
@@ -31,6 +32,9 @@ commands:
   report RUN_DIR            render a run's reports again from its trace
   report --diff A B         what changed from run A to run B (exit 1 on a regression)
   backend                   serve the clearing centre on a ZeroMQ endpoint
+  load SCENARIO.lua         replay a scenario's rush hour in wall time against a backend over
+                            ZeroMQ tcp, open-loop, with latency percentiles
+  agent                     take a share of a coordinated `load` from another process/machine
   nfc list                  list the libnfc readers this machine can see
 
 `citycard <command> --help` shows a command's options.
@@ -191,6 +195,8 @@ int main(int argc, char** argv) {
   if (cmd == "run") return cmd_run(args);
   if (cmd == "report") return cmd_report(args);
   if (cmd == "backend") return scenarios::cmd_backend(args);
+  if (cmd == "load") return scenarios::cmd_load(args);
+  if (cmd == "agent") return scenarios::cmd_agent(args);
   if (cmd == "nfc") return cmd_nfc(args);
   if (cmd == "--help" || cmd == "-h" || cmd == "help") {
     std::cout << kUsage;

@@ -1,37 +1,43 @@
 #include "citycard/scenarios/serve.h"
 
-#include <csignal>
 #include <cstdio>
-#include <filesystem>
 #include <iostream>
 
 #include <boost/program_options.hpp>
 
-#include "citycard/backend/backend.h"
-#include "citycard/sim/clock.h"
-#include "citycard/sim/zmq_transport.h"
+#include "citycard/backend/server_process.h"
 
 namespace citycard::scenarios {
 
-namespace {
-sim::ZmqServer* g_server = nullptr;  // for the signal handler only
-extern "C" void on_stop_signal(int) {
-  if (g_server) g_server->stop();  // an atomic store: async-signal-safe
-}
-constexpr std::int64_t kUnixAtEpoch2000 = 946'684'800;
-constexpr std::int64_t kCityUtcOffsetS = 8 * 3600;  // cards keep China Standard Time
-}  // namespace
-
+// The options; the work is backend::run_server_process() (server_process.h), which the
+// backend's crash test runs too.
 int cmd_backend(const std::vector<std::string>& args) {
   namespace po = boost::program_options;
-  std::string listen = "tcp://127.0.0.1:5555", data = "backend-data";
-  std::uint64_t key_seed = 1;
+  backend::ServerProcessOptions o;
+  o.server.listen = "tcp://127.0.0.1:5555";
+  // Plain by default for now: `citycard load` and its agents speak plain tcp until they take
+  // CURVE keys (sim::apply_curve_client). Production runs --security curve.
+  std::string security = "plain";
   po::options_description opts("citycard backend [options]");
   opts.add_options()("help,h", "this help")(
-      "listen", po::value(&listen)->default_value(listen), "ZeroMQ endpoint to bind (tcp://...)")(
-      "data", po::value(&data)->default_value(data), "folder for the SQLite store")(
-      "key-seed", po::value(&key_seed)->default_value(key_seed),
-      "seed of the issuer master keys (must match the one the store was made with)");
+      "listen", po::value(&o.server.listen)->default_value(o.server.listen),
+      "ZeroMQ endpoint to bind (tcp://...; port * lets the system pick)")(
+      "data", po::value(&o.data_dir)->default_value(o.data_dir),
+      "folder for the store, the PKI and the server's keys; a restart continues from it")(
+      "key-seed", po::value(&o.key_seed)->default_value(o.key_seed),
+      "seed of the issuer master keys (must match the one the store was made with)")(
+      "security", po::value(&security)->default_value(security),
+      "curve: CURVE encryption, terminals admitted by certificate (DIR/pki has what they "
+      "need); plain: no encryption, no certificates (tests and simulations)")(
+      "server-name", po::value(&o.server.server_name)->default_value(o.server.server_name),
+      "DNS name in the server's certificate")(
+      "max-pending",
+      po::value(&o.server.max_pending_requests)->default_value(o.server.max_pending_requests),
+      "requests that may wait for the backend; more are answered BUSY")(
+      "group-commit",
+      po::value(&o.server.group_commit_max_requests)
+          ->default_value(o.server.group_commit_max_requests),
+      "uploads committed together (one fsync)");
   po::variables_map vm;
   try {
     po::store(po::command_line_parser(args).options(opts).run(), vm);
@@ -44,40 +50,16 @@ int cmd_backend(const std::vector<std::string>& args) {
     std::cout << opts;
     return 0;
   }
-  std::error_code ec;
-  std::filesystem::create_directories(data, ec);
-  if (ec) {
-    std::cerr << "citycard backend: cannot create " << data << ": " << ec.message() << "\n";
+  if (security != "curve" && security != "plain") {
+    std::cerr << "citycard backend: --security is curve or plain\n";
     return 2;
   }
-  sim::WallClock clock;
-  backend::BackendOptions bo;
-  bo.key_seed = key_seed;
-  bo.clock_origin_epoch2000_s = sim::unix_time_s() - kUnixAtEpoch2000 + kCityUtcOffsetS;
-  auto be = backend::Backend::open(data + "/backend.db", bo, clock);
-  if (!be) {
-    std::cerr << "citycard backend: " << be.status().to_string() << "\n";
+  o.server.curve = security == "curve";
+  if (o.server.max_pending_requests == 0 || o.server.group_commit_max_requests == 0) {
+    std::cerr << "citycard backend: --max-pending and --group-commit must be at least 1\n";
     return 2;
   }
-  zmq::context_t ctx;
-  sim::ZmqServer server(ctx, (*be)->service());
-  if (Status s = server.bind(listen); !s) {
-    std::cerr << "citycard backend: " << s.to_string() << "\n";
-    return 2;
-  }
-  g_server = &server;
-  std::signal(SIGTERM, on_stop_signal);
-  std::signal(SIGINT, on_stop_signal);
-  std::printf("citycard backend: listening on %s, data in %s\n", server.endpoint().c_str(),
-              data.c_str());
-  std::fflush(stdout);
-  server.serve();
-  g_server = nullptr;
-  const Status conserved = (*be)->check_conservation();
-  std::printf("citycard backend: stopped after %llu requests; ledger %s\n",
-              static_cast<unsigned long long>(server.requests()),
-              conserved.is_ok() ? "balanced" : conserved.message().c_str());
-  return conserved.is_ok() ? 0 : 1;
+  return backend::run_server_process(o, stdout, stderr);
 }
 
 }  // namespace citycard::scenarios
