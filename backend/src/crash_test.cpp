@@ -1,10 +1,12 @@
 // Durability under kill -9: a real server process (backend_test_server, which runs what
-// `citycard backend` runs) takes signed uploads over CURVE from commissioned terminals and is
+// `citycard backend` runs) takes signed uploads over CURVE from commissioned terminals, and
+// recharge orders from a service-counter terminal, and is
 // killed with SIGKILL at moments a seeded RNG picks, counted in acknowledged requests, often
 // with more requests in flight. After each restart every acknowledged batch must be in the
 // database; at the end every batch has been acknowledged exactly once in effect (resent
-// batches are duplicates), every record is there, the cards' balances are what the cards say
-// and the books balance.
+// batches are duplicates), every record is there, every acknowledged order is there once and
+// PAID (an order resent after a kill gets the stored order back, by its id), the cards'
+// balances are what the cards say and the books balance.
 //
 // Nothing waits on time: the test waits for the server's "listening on" line, for replies
 // and for the killed process, each with a generous deadline that only a hang would reach.
@@ -23,6 +25,7 @@
 #include <random>
 #include <sstream>
 
+#include "citycard/backend/money.h"
 #include "citycard/backend/server.h"
 #include "citycard/backend/server_process.h"
 #include "test_city.h"
@@ -126,9 +129,17 @@ class Child {
 struct Terminal {
   TerminalCredentials credentials;
   testing::TestTerminal t;
+  bool desk = false;  // a service counter: sends recharge orders instead of uploads
   std::optional<citycard::wire::UploadBatch> pending;  // made, not yet acknowledged
+  std::optional<Envelope> pending_order;               // the desk's, likewise
   std::uint64_t in_flight_request = 0;                 // 0: nothing sent and unanswered
   std::unique_ptr<zmq::socket_t> socket;
+};
+
+struct AckedOrder {
+  std::string order_id;
+  protocol::Serial8 card{};
+  std::int64_t amount_fen = 0;
 };
 
 struct Acked {
@@ -166,6 +177,31 @@ class CrashTest : public ::testing::Test {
       terminals.push_back(std::move(t));
     }
     {
+      // A service counter (a desk merchant's terminal) that takes cash for recharge orders.
+      Backend& b = **be;
+      ASSERT_TRUE(b.users().bootstrap_admin("root", "password-1").is_ok());
+      auto admin = b.users().login("root", "password-1");
+      ASSERT_TRUE(admin.is_ok()) << admin.status().to_string();
+      MerchantParams desk;
+      desk.merchant_id = "desk";
+      desk.name = "Service counter";
+      desk.kind = MerchantKind::kDesk;
+      desk.bank_name = "ICBC";
+      desk.bank_account = "62220001";
+      desk.account_name = "Card company";
+      ASSERT_TRUE(b.merchants().create(*admin, desk).is_ok());
+      TerminalParams p;
+      p.operator_id = "desk";
+      p.device_id = "counter-1";
+      auto c = commission_terminal(b, **ca, p);
+      ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+      Terminal t;
+      t.t = testing::TestTerminal{c->psam, p.operator_id, "", 1, 1};
+      t.credentials = std::move(c).value();
+      t.desk = true;
+      terminals.push_back(std::move(t));
+    }
+    {
       auto txn = (*be)->store().begin();
       ASSERT_TRUE(txn.is_ok());
       for (int i = 0; i < kCards; ++i) {
@@ -174,6 +210,13 @@ class CrashTest : public ::testing::Test {
         auto img = (*be)->issue_card(cp);
         ASSERT_TRUE(img.is_ok()) << img.status().to_string();
         cards.push_back(testing::TestCard{*img, 0, 100'000});
+      }
+      // Cards that start empty, for the desk's orders (a purse holds at most 1,000 yuan with
+      // its pending loads).
+      for (int i = 0; i < kOrderCards; ++i) {
+        auto img = (*be)->issue_card(CardParams{});
+        ASSERT_TRUE(img.is_ok()) << img.status().to_string();
+        order_cards.push_back(img->serial);
       }
       ASSERT_TRUE(txn->commit().is_ok());
     }
@@ -219,6 +262,44 @@ class CrashTest : public ::testing::Test {
           << "acknowledged batch " << a.batch_no << " of " << to_hex(a.terminal)
           << " lost after a kill (seed " << kSeed << ")";
     }
+    for (const AckedOrder& o : acked_orders) {
+      auto q = (*store)->query(
+          "SELECT count(*), min(state), min(amount_fen), min(hex(card_serial)) FROM "
+          "recharge_orders WHERE order_id = ?1");
+      q.bind(1, o.order_id);
+      ASSERT_TRUE(*q.step());
+      ASSERT_EQ(q.column_int64(0), 1)
+          << "acknowledged order " << o.order_id << " lost after a kill (seed " << kSeed << ")";
+      EXPECT_EQ(q.column_int64(1), citycard::wire::ORDER_PAID) << o.order_id;
+      EXPECT_EQ(q.column_int64(2), o.amount_fen) << o.order_id;
+      EXPECT_EQ(q.column_text(3), to_hex(o.card)) << o.order_id;
+    }
+  }
+
+  Envelope make_order(const Terminal& t) {
+    std::uniform_int_distribution<int> card(0, kOrderCards - 1), yuan(1, 20);
+    Envelope e;
+    auto* m = e.mutable_recharge_order();
+    m->set_order_id("crash-order-" + std::to_string(++orders_made));
+    m->set_channel(citycard::wire::CHANNEL_COUNTER);
+    m->set_card_serial(pw::field(order_cards[static_cast<std::size_t>(card(rng))]));
+    m->set_amount_fen(100 * yuan(rng));
+    m->set_terminal_id(pw::field(t.t.psam.terminal_id));
+    return e;
+  }
+
+  // Sends what the terminal holds (its batch, or the desk's order) under a new request id.
+  void send(Terminal& t) {
+    t.in_flight_request = ++next_request;
+    Bytes frame;
+    if (t.desk) {
+      t.pending_order->set_request_id(t.in_flight_request);
+      frame = pw::encode(*t.pending_order);
+    } else {
+      frame = testing::upload_frame(*t.pending, t.in_flight_request);
+    }
+    t.socket->send(zmq::message_t(), zmq::send_flags::sndmore);
+    t.socket->send(zmq::buffer(frame), zmq::send_flags::none);
   }
 
   citycard::wire::UploadBatch make_batch(Terminal& t) {
@@ -240,11 +321,12 @@ class CrashTest : public ::testing::Test {
   void send_idle() {
     for (Terminal& t : terminals) {
       if (t.in_flight_request != 0) continue;
-      if (!t.pending) t.pending = make_batch(t);
-      t.in_flight_request = ++next_request;
-      const Bytes frame = testing::upload_frame(*t.pending, t.in_flight_request);
-      t.socket->send(zmq::message_t(), zmq::send_flags::sndmore);
-      t.socket->send(zmq::buffer(frame), zmq::send_flags::none);
+      if (t.desk) {
+        if (!t.pending_order) t.pending_order = make_order(t);
+      } else if (!t.pending) {
+        t.pending = make_batch(t);
+      }
+      send(t);
     }
   }
 
@@ -269,6 +351,32 @@ class CrashTest : public ::testing::Test {
       EXPECT_TRUE(env.is_ok());
       if (!env.is_ok() || env->request_id() != t.in_flight_request) return false;
       t.in_flight_request = 0;
+      if (t.desk) {
+        if (!env->has_recharge_order_reply()) {  // BUSY or INTERNAL: the desk asks again
+          const bool transient =
+              env->has_error() && (env->error().code() == citycard::wire::BUSY ||
+                                   env->error().code() == citycard::wire::INTERNAL);
+          if (!transient) {
+            ADD_FAILURE() << "order refused: " << env->DebugString();
+            t.pending_order.reset();
+            ++orders_refused;
+          }
+          ++refusals;
+          return false;
+        }
+        const auto& reply = env->recharge_order_reply();
+        const auto& asked = t.pending_order->recharge_order();
+        EXPECT_EQ(reply.order_id(), asked.order_id());
+        EXPECT_EQ(reply.state(), citycard::wire::ORDER_PAID) << reply.DebugString();
+        EXPECT_EQ(reply.amount_fen(), asked.amount_fen());
+        AckedOrder o;
+        o.order_id = asked.order_id();
+        pw::to_serial(asked.card_serial(), o.card);
+        o.amount_fen = asked.amount_fen();
+        acked_orders.push_back(std::move(o));
+        t.pending_order.reset();
+        return true;
+      }
       if (!env->has_upload_ack()) {  // BUSY or INTERNAL: the terminal keeps the batch
         ++refusals;
         return false;
@@ -298,6 +406,7 @@ class CrashTest : public ::testing::Test {
   static constexpr int kTerminals = 4;
   static constexpr int kCards = 300;
   static constexpr int kKills = 25;
+  static constexpr int kOrderCards = 20;
 
   testing::TempDir dir;
   std::string data;
@@ -306,10 +415,14 @@ class CrashTest : public ::testing::Test {
   zmq::context_t ctx;  // before the sockets, so it is destroyed after them
   std::vector<Terminal> terminals;
   std::vector<testing::TestCard> cards;
+  std::vector<protocol::Serial8> order_cards;
   std::mt19937_64 rng{kSeed};
   Child server;
   std::string endpoint;
   std::vector<Acked> acked;
+  std::vector<AckedOrder> acked_orders;
+  std::size_t orders_made = 0;
+  std::size_t orders_refused = 0;
   std::uint64_t next_request = 0;
   int refusals = 0, duplicates = 0, in_flight_at_kills = 0;
 };
@@ -321,7 +434,7 @@ TEST_F(CrashTest, EveryAcknowledgedUploadSurvivesKillNineAndTheBooksBalance) {
   start_server();
   for (int kill = 0; kill < kKills; ++kill) {
     const int target = acks_before_kill(rng);
-    for (int got = 0; got < target;) {
+    for (int got = 0; got < target && !HasFailure();) {
       send_idle();
       if (receive_one()) ++got;
     }
@@ -335,20 +448,18 @@ TEST_F(CrashTest, EveryAcknowledgedUploadSurvivesKillNineAndTheBooksBalance) {
   // Drain: every batch made is sent until acknowledged.
   for (;;) {
     bool open = false;
-    for (const Terminal& t : terminals) open = open || t.pending || t.in_flight_request != 0;
+    for (const Terminal& t : terminals) {
+      open = open || t.pending || t.pending_order || t.in_flight_request != 0;
+    }
     if (!open) break;
     for (Terminal& t : terminals) {
-      if (t.pending && t.in_flight_request == 0) {
-        t.in_flight_request = ++next_request;
-        const Bytes frame = testing::upload_frame(*t.pending, t.in_flight_request);
-        t.socket->send(zmq::message_t(), zmq::send_flags::sndmore);
-        t.socket->send(zmq::buffer(frame), zmq::send_flags::none);
-      }
+      if ((t.pending || t.pending_order) && t.in_flight_request == 0) send(t);
     }
     receive_one();
   }
   std::string output;
   EXPECT_EQ(server.terminate(output), 0) << output;
+  expect_acknowledged_batches_stored();
   EXPECT_NE(output.find("ledger balanced"), std::string::npos) << output;
 
   auto be = Backend::open(data + "/backend.db", options, clock);
@@ -365,6 +476,20 @@ TEST_F(CrashTest, EveryAcknowledgedUploadSurvivesKillNineAndTheBooksBalance) {
   }
   EXPECT_EQ(*(*be)->ingest().swipe_count(), static_cast<std::int64_t>(records));
   EXPECT_EQ(*(*be)->ingest().batch_count(), static_cast<std::int64_t>(acked.size()));
+  // Every order the desk made was acknowledged once in effect: as many orders as it made,
+  // each PAID, and their money waits as pending loads (checked by the conservation above).
+  {
+    EXPECT_EQ(acked_orders.size(), orders_made);
+    auto q = (*be)->store().query(
+        "SELECT count(*), coalesce(sum(amount_fen), 0) FROM recharge_orders WHERE state = ?1");
+    q.bind(1, std::int64_t{citycard::wire::ORDER_PAID});
+    ASSERT_TRUE(*q.step());
+    std::int64_t ordered = 0;
+    for (const AckedOrder& o : acked_orders) ordered += o.amount_fen;
+    EXPECT_EQ(q.column_int64(0), static_cast<std::int64_t>(orders_made));
+    EXPECT_EQ(q.column_int64(1), ordered);
+    EXPECT_EQ(-(*be)->ledger().balance(std::string(account::kPendingLoads)).value(), ordered);
+  }
   for (const testing::TestCard& c : cards) {
     auto rec = (*be)->issuance().card(c.image.serial);
     ASSERT_TRUE(rec.is_ok());
@@ -374,9 +499,9 @@ TEST_F(CrashTest, EveryAcknowledgedUploadSurvivesKillNineAndTheBooksBalance) {
   // resend is processed afresh). Which, is up to timing, so it is reported, not asserted.
   std::printf(
       "crash test: %d kills with %d batches in flight; %zu batches (%zu records) "
-      "acknowledged, %d of them replays of batches committed just before a kill; %d "
-      "refused and resent\n",
-      kKills, in_flight_at_kills, acked.size(), records, duplicates, refusals);
+      "acknowledged, %d of them replays of batches committed just before a kill; %zu "
+      "recharge orders acknowledged; %d refused and resent\n",
+      kKills, in_flight_at_kills, acked.size(), records, duplicates, acked_orders.size(), refusals);
 }
 
 }  // namespace

@@ -192,7 +192,11 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& path, StoreOptions
   const std::string pragmas =
       std::string("PRAGMA synchronous=") + (options.synchronous_full ? "FULL" : "NORMAL") +
       "; PRAGMA foreign_keys=ON; PRAGMA cache_size=" + std::to_string(-options.cache_size_kib) +
-      "; PRAGMA wal_autocheckpoint=" + std::to_string(options.wal_autocheckpoint_pages) + ";";
+      "; PRAGMA wal_autocheckpoint=" + std::to_string(options.wal_autocheckpoint_pages) +
+      // Savepoints (each batch inside a group commit, each ingest pass) keep the pages they
+      // change in a sub-journal: in memory, not a temporary file written through the kernel
+      // for every page. It holds one savepoint's pages and is emptied when it is released.
+      "; PRAGMA temp_store=MEMORY;";
   if (Status s = store->exec(pragmas); !s.is_ok()) return s;
   return store;
 }

@@ -103,6 +103,8 @@ int cmd_load(const std::vector<std::string>& args) {
     ("data", po::value(&data), "embedded backend: store folder (default OUT/backend-data, fresh)")
     ("listen", po::value(&listen)->default_value(listen), "embedded backend: endpoint to bind")
     ("no-fsync", "embedded backend: synchronous=NORMAL instead of FULL (acks not on disk)")
+    ("group-commit", po::value<std::size_t>(), "embedded backend: uploads committed together, "
+     "one fsync (64; 1: a commit per batch)")
     ("rate", po::value<double>(), "peak arrivals per second, whole run (default: the "
                                   "scenario's describe{load={rate_per_s}}, else its phases "
                                   "compressed into --duration)")
@@ -220,6 +222,13 @@ int cmd_load(const std::vector<std::string>& args) {
   ro.data_dir = data;
   ro.backend_listen = listen;
   ro.durable = !vm.count("no-fsync");
+  if (vm.count("group-commit")) {
+    ro.group_commit = vm["group-commit"].as<std::size_t>();
+    if (ro.group_commit == 0 || ro.group_commit > 100'000) {
+      std::cerr << "citycard load: --group-commit must be 1..100000\n";
+      return kLoadExitUsage;
+    }
+  }
   ro.agents = agents;
   ro.coordinator_listen = coordinator_listen;
   ro.quiet = vm.count("quiet") > 0;

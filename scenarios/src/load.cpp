@@ -4,11 +4,13 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <thread>
 
 #include "citycard/backend/backend.h"
+#include "citycard/backend/server.h"
 #include "citycard/sim/clock.h"
 #include "citycard/sim/zmq_transport.h"
 #include "load_agent.h"
@@ -34,6 +36,7 @@ class EmbeddedBackend {
  public:
   static Result<std::unique_ptr<EmbeddedBackend>> start(const LoadPlan& plan,
                                                         const std::string& data_dir, bool durable,
+                                                        std::size_t group_commit,
                                                         const std::string& listen) {
     using R = Result<std::unique_ptr<EmbeddedBackend>>;
     std::unique_ptr<EmbeddedBackend> e(new EmbeddedBackend());
@@ -54,8 +57,17 @@ class EmbeddedBackend {
     e->city_.set_provenance("issued by the embedded backend in " + data_dir + ", key seed " +
                             std::to_string(plan.knobs.seed));
     e->issue_us_ = e->clock_.now_us() - t0;
-    e->server_ = std::make_unique<sim::ZmqServer>(e->ctx_, e->backend_->service());
-    if (Status s = e->server_->bind(listen); !s) return R(s);
+    // The same server `citycard backend` runs (plain tcp: the generator speaks no CURVE):
+    // queued, BUSY when full, uploads committed in groups.
+    backend::ServerOptions so;
+    so.listen = listen;
+    so.curve = false;
+    so.group_commit_max_requests = std::max<std::size_t>(1, group_commit);
+    // A fresh PKI for a throwaway store: the root's private key is not kept.
+    std::string root_key;
+    auto server = backend::Server::open(*e->backend_, e->ctx_, so, &root_key);
+    if (!server) return R(server.status());
+    e->server_ = std::move(server).value();
     e->thread_ = std::thread([p = e.get()] {
       // Named, so top and perf show the backend's share of the machine apart from the load's.
       pthread_setname_np(pthread_self(), "cc-backend");
@@ -75,6 +87,7 @@ class EmbeddedBackend {
   nlohmann::json stop() {
     halt();
     const backend::BackendCounters c = backend_->counters();
+    const backend::ServerCounters sc = server_->counters();
     const Status conserved = backend_->check_conservation();
     nlohmann::json j = {{"records_accepted", c.ingest.records_accepted},
                         {"records_duplicate", c.ingest.records_duplicate},
@@ -85,7 +98,11 @@ class EmbeddedBackend {
                         {"batches_refused", c.ingest.batches_refused},
                         {"requests", c.requests},
                         {"error_replies", c.error_replies},
-                        {"unroutable_replies", server_->unroutable_replies()},
+                        {"unroutable_replies", sc.transport.unroutable_replies},
+                        {"busy_replies", sc.transport.busy_replies},
+                        {"group_commits", sc.groups},
+                        {"grouped_uploads", sc.grouped_uploads},
+                        {"group_commit_failures", sc.group_commit_failures},
                         {"ledger_balanced", conserved.is_ok()}};
     if (!conserved.is_ok()) j["ledger_problem"] = conserved.message();
     return j;
@@ -105,7 +122,7 @@ class EmbeddedBackend {
   std::unique_ptr<backend::Backend> backend_;
   citycard::load::City city_;
   std::int64_t issue_us_ = 0;
-  std::unique_ptr<sim::ZmqServer> server_;
+  std::unique_ptr<backend::Server> server_;
   std::thread thread_;
 };
 
@@ -278,13 +295,14 @@ int run_load(const LoadPlan& plan, const LoadRunOptions& o) {
       std::error_code ec;
       for (const char* suffix : {"", "-wal", "-shm"}) fs::remove(data + "/backend.db" + suffix, ec);
     }
-    auto e = EmbeddedBackend::start(plan, data, o.durable, o.backend_listen);
+    auto e = EmbeddedBackend::start(plan, data, o.durable, o.group_commit, o.backend_listen);
     if (!e) return fail("embedded backend: " + e.status().to_string());
     embedded = std::move(e).value();
     city = embedded->city();
     endpoint = embedded->endpoint();
     report.say("embedded backend on " + endpoint + " (store " + data + "/backend.db, " +
                (o.durable ? "synchronous=FULL: every ack is on disk" : "synchronous=NORMAL") +
+               ", group commit of up to " + std::to_string(o.group_commit) + " uploads" +
                "); issued " + std::to_string(city.cards_size()) + " cards and " +
                std::to_string(city.terminals_size()) + " buses in " +
                std::to_string(embedded->issue_us() / 1000) + " ms");
@@ -318,9 +336,11 @@ int run_load(const LoadPlan& plan, const LoadRunOptions& o) {
   } else {
     outcome = run_local(plan, city, endpoint, report);
   }
-  nlohmann::json backend_json = {{"endpoint", endpoint},
-                                 {"embedded", embedded != nullptr},
-                                 {"durable", embedded ? nlohmann::json(o.durable) : nullptr}};
+  nlohmann::json backend_json = {
+      {"endpoint", endpoint},
+      {"embedded", embedded != nullptr},
+      {"durable", embedded ? nlohmann::json(o.durable) : nullptr},
+      {"group_commit", embedded ? nlohmann::json(o.group_commit) : nullptr}};
   if (embedded) backend_json.update(embedded->stop());
   if (!outcome) return fail(outcome.status().to_string());
 

@@ -283,6 +283,16 @@ void expect_complete_run(const json& s) {
   EXPECT_EQ(s["backend"]["records_accepted"].get<std::uint64_t>(), sales);
   EXPECT_EQ(s["backend"]["records_rejected"].get<std::uint64_t>(), 0u);
   EXPECT_TRUE(s["backend"]["ledger_balanced"].get<bool>());
+  // The embedded backend is the server `citycard backend` runs: uploads that waited together
+  // were committed together, and none of those commits failed.
+  const auto& be = s["backend"];
+  EXPECT_EQ(be["group_commit"].get<std::uint64_t>(), 64u);
+  EXPECT_LE(
+      be["grouped_uploads"].get<std::uint64_t>(),
+      be["batches_accepted"].get<std::uint64_t>() + be["batches_duplicate"].get<std::uint64_t>());
+  EXPECT_LE(2 * be["group_commits"].get<std::uint64_t>(),
+            be["grouped_uploads"].get<std::uint64_t>());
+  EXPECT_EQ(be["group_commit_failures"].get<std::uint64_t>(), 0u);
   EXPECT_EQ(s["unfinished_requests"].get<std::uint64_t>(), 0u);
   EXPECT_EQ(s["unfinished_records"].get<std::uint64_t>(), 0u);
   EXPECT_EQ(s["errors"].get<std::uint64_t>(), 0u);

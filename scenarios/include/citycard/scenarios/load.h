@@ -114,6 +114,9 @@ struct LoadRunOptions {
   std::string data_dir;   // embedded backend's store; default out/backend-data
   std::string backend_listen = "tcp://127.0.0.1:*";  // embedded backend's endpoint
   bool durable = true;                               // embedded backend: fsync every commit (FULL)
+  // Embedded backend: uploads waiting together are ingested in one transaction, one commit
+  // (backend::ServerOptions::group_commit_max_requests); 1 commits each batch alone.
+  std::size_t group_commit = 64;
   std::int64_t agents = 0;  // > 0: coordinate this many agents, no local load
   std::string coordinator_listen = "tcp://127.0.0.1:*";
   std::int64_t agents_wait_us = 60'000'000;  // for agents to say hello, and to get ready
