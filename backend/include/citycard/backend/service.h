@@ -25,6 +25,7 @@
 namespace citycard::backend {
 
 class MoneyService;
+class SignOnService;
 
 class Service final : public sim::RequestHandler {
  public:
@@ -36,6 +37,8 @@ class Service final : public sim::RequestHandler {
 
   // The money side's messages (money_service.h); null: answered UNSUPPORTED.
   void set_money(MoneyService* money) { money_ = money; }
+  // Terminal sign-on (sign_on.h); null: answered UNSUPPORTED.
+  void set_sign_on(SignOnService* sign_on) { sign_on_ = sign_on; }
 
   std::uint64_t requests() const { return requests_; }
   std::uint64_t error_replies() const { return error_replies_; }
@@ -49,6 +52,7 @@ class Service final : public sim::RequestHandler {
   std::uint64_t requests_ = 0;
   std::uint64_t error_replies_ = 0;
   MoneyService* money_ = nullptr;
+  SignOnService* sign_on_ = nullptr;
 };
 
 }  // namespace citycard::backend
