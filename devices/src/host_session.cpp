@@ -107,6 +107,15 @@ Status status_of_error(const wire::ErrorReply& error) {
       return Status(Errc::kUnavailable, text);
     case wire::MALFORMED:
       return Status(Errc::kMalformed, text);
+    case wire::INSUFFICIENT_FUNDS:
+      return Status(Errc::kInsufficientFunds, text);
+    case wire::BAD_MAC:
+      return Status(Errc::kBadMac, text);
+    case wire::CONFLICT:
+      return Status(Errc::kConflict, text);
+    case wire::NOT_FOUND:
+    case wire::UNKNOWN_CARD:
+      return Status(Errc::kNotFound, text);
     default:
       return Status(Errc::kRejected, text);
   }

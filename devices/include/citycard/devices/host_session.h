@@ -136,9 +136,10 @@ class HostSession {
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);
 };
 
-// The wire code of an ErrorReply as a Status: UNKNOWN_TERMINAL kNotFound, TERMINAL_MISMATCH and
-// FORBIDDEN kPermissionDenied, BUSY kUnavailable, MALFORMED kMalformed, others kRejected; the
-// message names the code.
+// The wire code of an ErrorReply as a Status: UNKNOWN_TERMINAL, UNKNOWN_CARD and NOT_FOUND
+// kNotFound; TERMINAL_MISMATCH, FORBIDDEN and UNAUTHENTICATED kPermissionDenied; BUSY
+// kUnavailable; MALFORMED kMalformed; INSUFFICIENT_FUNDS kInsufficientFunds; BAD_MAC kBadMac;
+// CONFLICT kConflict; others kRejected. The message names the code.
 Status status_of_error(const citycard::wire::ErrorReply& error);
 
 }  // namespace citycard::devices
