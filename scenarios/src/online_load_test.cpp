@@ -15,6 +15,9 @@
 #include "citycard/devices/cpu_card.h"
 #include "citycard/devices/nfc_phone.h"
 #include "citycard/devices/online_load.h"
+#include "citycard/devices/persistent_queue.h"
+#include "citycard/devices/pos_terminal.h"
+#include "citycard/devices/psam.h"
 #include "citycard/sim/event_loop.h"
 #include "citycard/sim/transport.h"
 
@@ -169,6 +172,52 @@ TEST_F(OnlineLoadTest, PosRechargesWithinItsMerchantsQuotaAndIsRefusedWhenItIsEx
   r = pos.point->recharge(third, card.serial(), "pos-1-0001", 600, now());
   EXPECT_EQ(r.status.code(), Errc::kDuplicate) << r.status.to_string();
   EXPECT_EQ(card.balance_fen(), 1100u);
+}
+
+// The merchant POS itself: recharge within the quota is journalled and totalled at the end of
+// the day; past the quota it is refused and counted.
+TEST_F(OnlineLoadTest, MerchantPosJournalsItsRechargesAndRefusesPastTheQuota) {
+  merchant("SHOP-3", backend::MerchantKind::kRetail, 700);
+  backend::TerminalParams tp;
+  tp.operator_id = "SHOP-3";
+  tp.device_id = "POS-3";
+  auto image = backend->register_terminal(tp);
+  ASSERT_TRUE(image.is_ok());
+  devices::Psam psam(*image);
+  auto channel = network->connect(*proxy, "POS-3");
+  auto disk = std::make_shared<devices::MemoryDisk>();
+  devices::MemoryLogStorage storage(disk);
+  devices::PosConfig pc;
+  pc.core.device_id = "POS-3";
+  pc.core.operator_id = "SHOP-3";
+  pc.core.calendar_origin_epoch2000_s = backend->calendar().now_epoch2000_s();
+  pc.merchant_id = "SHOP-3";
+  pc.manager_password = "8888";
+  devices::MerchantPos pos(pc, psam, loop, *channel, storage);
+  devices::OnlineLoadOptions lo;
+  lo.terminal_id = image->terminal_id;
+  lo.pump = [this] { pump(); };
+  devices::OnlineLoadClient client(lo, *channel);
+  devices::RechargePointOptions ro;
+  ro.channel = wire::CHANNEL_MERCHANT_POS;
+  devices::RechargePoint point(ro, client, image->terminal_id);
+
+  CpuCard card = issue(0);
+  card.reset();
+  DirectLink link(card);
+  OnlineLoad r = pos.recharge(link, point, "pos3-1", 500);
+  ASSERT_TRUE(r.ok()) << r.status.to_string();
+  card.reset();
+  DirectLink link2(card);
+  r = pos.recharge(link2, point, "pos3-2", 500);
+  EXPECT_EQ(r.status.code(), Errc::kInsufficientFunds);
+  EXPECT_EQ(card.balance_fen(), 500u);
+  EXPECT_EQ(believed(card), 500);
+  const devices::SettlementTotals t = pos.settle();
+  EXPECT_EQ(t.recharges, 1u);
+  EXPECT_EQ(t.recharge_fen, 500);
+  EXPECT_EQ(pos.statistics().recharges_refused, 1u);
+  EXPECT_EQ(backend->merchants().get(admin, "SHOP-3")->quota_fen, 200);
 }
 
 TEST_F(OnlineLoadTest, DeskRechargesAtTheCounterAndAnOrdinaryShopMayNot) {
