@@ -4,6 +4,7 @@
 #include <string>
 
 #include "citycard/backend/money_service.h"
+#include "citycard/backend/qr.h"
 #include "citycard/backend/sign_on.h"
 
 namespace citycard::backend {
@@ -74,6 +75,12 @@ Envelope Service::dispatch(const Envelope& request) {
     }
     case Envelope::kSignOn:
       if (sign_on_ != nullptr) return sign_on_->sign_on(request);
+      break;
+    case Envelope::kQrKeyRequest:
+      if (qr_ != nullptr) return qr_->issue_key(request);
+      break;
+    case Envelope::kQrUpload:
+      if (qr_ != nullptr) return qr_->upload(request);
       break;
     default:
       if (money_ != nullptr && money_->handles(request.body_case())) {

@@ -71,6 +71,10 @@ class OnlineLoadClient final : public LoadHost {
                                                    const protocol::Mac4& tac);
   Result<citycard::wire::LoadConfirmReply> abort(const std::string& order_id,
                                                  const std::string& reason);
+  // Any other request (QR token keys, ...): ErrorReply as a Status, request id checked.
+  Result<citycard::wire::Envelope> exchange(citycard::wire::Envelope request) {
+    return call(std::move(request));
+  }
   // True once authorise() succeeded since the last set_order().
   bool authorised() const { return authorised_; }
   std::uint64_t requests() const { return requests_; }
