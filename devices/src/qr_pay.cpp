@@ -77,7 +77,24 @@ const char* qr_refusal_name(QrRefusal r) {
 
 QrValidator::QrValidator(qr::PublicPoint issuer, protocol::TerminalId terminal,
                          QrValidatorOptions options)
-    : issuer_(issuer), terminal_(terminal), options_(options) {}
+    : issuer_(issuer),
+      issuer_key_(qr::PublicKey::from_point(issuer)),
+      terminal_(terminal),
+      options_(options) {}
+
+const QrValidator::KnownGrant* QrValidator::known_grant(const qr::Payload& p) {
+  Bytes id = p.grant.encode();
+  id.insert(id.end(), p.grant_signature.begin(), p.grant_signature.end());
+  if (auto it = grants_.find(p.grant.key_id); it != grants_.end() && it->second.grant == id) {
+    return &it->second;
+  }
+  if (!issuer_key_ || !issuer_key_->verify(p.grant.encode(), p.grant_signature)) return nullptr;
+  auto phone = qr::PublicKey::from_point(p.grant.phone_key);
+  if (!phone) return nullptr;
+  if (grants_.size() >= options_.grants_max) grants_.clear();
+  auto [it, _] = grants_.insert_or_assign(p.grant.key_id, KnownGrant{std::move(id), std::move(*phone)});
+  return &it->second;
+}
 
 Result<QrValidator> QrValidator::from_certificate(std::string_view issuer_cert_pem,
                                                   std::string_view root_pem,
@@ -109,13 +126,12 @@ QrScan QrValidator::scan(ByteView code, std::int64_t now_s, std::uint32_t fare_f
   auto p = qr::Payload::decode(code);
   if (!p) return refuse(QrRefusal::kMalformed, p.status().message());
   const qr::Grant& g = p->grant;
-  if (!qr::verify(issuer_, g.encode(), p->grant_signature)) {
-    return refuse(QrRefusal::kBadGrant, "grant not signed by the QR issuer");
-  }
+  const KnownGrant* known = known_grant(*p);
+  if (known == nullptr) return refuse(QrRefusal::kBadGrant, "grant not signed by the QR issuer");
   if (now_s < g.valid_from_s || now_s > g.valid_to_s) {
     return refuse(QrRefusal::kGrantExpired, "the phone's QR key is not valid now");
   }
-  if (!qr::verify(g.phone_key, p->signed_part(), p->signature)) {
+  if (!known->phone_key.verify(p->signed_part(), p->signature)) {
     return refuse(QrRefusal::kBadSignature, "not signed by the granted phone key");
   }
   if (p->created_s < now_s - options_.max_age_s) {

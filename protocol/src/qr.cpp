@@ -210,6 +210,40 @@ bool verify(const PublicPoint& key, ByteView message, ByteView der_signature) {
   return ok;
 }
 
+struct PublicKey::Impl {
+  Pkey key;
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  ~Impl() { EVP_MD_CTX_free(ctx); }
+};
+
+PublicKey::PublicKey(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+PublicKey::PublicKey(PublicKey&&) noexcept = default;
+PublicKey& PublicKey::operator=(PublicKey&&) noexcept = default;
+PublicKey::~PublicKey() = default;
+
+std::optional<PublicKey> PublicKey::from_point(const PublicPoint& point) {
+  Pkey key = pkey_from_point(point);
+  if (!key) {
+    ERR_clear_error();
+    return std::nullopt;
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->key = std::move(key);
+  if (!impl->ctx) return std::nullopt;
+  return PublicKey(std::move(impl));
+}
+
+bool PublicKey::verify(ByteView message, ByteView der_signature) const {
+  if (der_signature.empty() || der_signature.size() > kMaxSignatureBytes) return false;
+  EVP_MD_CTX_reset(impl_->ctx);
+  const bool ok =
+      EVP_DigestVerifyInit(impl_->ctx, nullptr, EVP_sha256(), nullptr, impl_->key.get()) == 1 &&
+      EVP_DigestVerify(impl_->ctx, der_signature.data(), der_signature.size(), message.data(),
+                       message.size()) == 1;
+  ERR_clear_error();
+  return ok;
+}
+
 // ---- certificates ----
 
 namespace {

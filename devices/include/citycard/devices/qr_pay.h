@@ -75,6 +75,7 @@ struct QrValidatorOptions {
   std::size_t seen_max = 200'000;
   std::size_t queue_max = 50'000;
   std::size_t batch_max = 500;
+  std::size_t grants_max = 100'000;  // verified grants remembered (cleared when full)
 };
 
 struct QrScan {
@@ -120,7 +121,17 @@ class QrValidator {
   QrScan refuse(QrRefusal why, std::string detail);
   void forget_old(std::int64_t now_s);
 
+  // Grants whose issuer signature verified, by key id, with the phone's parsed key: a phone
+  // shows many codes under one grant, so its two checks cost one verification after the first.
+  struct KnownGrant {
+    Bytes grant;  // encoded, with its signature appended
+    protocol::qr::PublicKey phone_key;
+  };
+  const KnownGrant* known_grant(const protocol::qr::Payload& p);
+
   protocol::qr::PublicPoint issuer_;
+  std::optional<protocol::qr::PublicKey> issuer_key_;
+  std::map<std::uint32_t, KnownGrant> grants_;  // bounded by grants_max
   protocol::TerminalId terminal_;
   QrValidatorOptions options_;
   std::map<std::pair<std::uint32_t, std::uint32_t>, std::int64_t> seen_;  // -> created_s

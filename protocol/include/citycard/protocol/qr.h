@@ -80,6 +80,22 @@ class EcKey {
 // Whether `der_signature` is a valid ECDSA-with-SHA256 signature of `message` under `key`.
 bool verify(const PublicPoint& key, ByteView message, ByteView der_signature);
 
+// A parsed public key, for verifying many signatures under it (building the key is a good part
+// of one verification's cost). Movable; verify() is const and thread-compatible.
+class PublicKey {
+ public:
+  static std::optional<PublicKey> from_point(const PublicPoint& point);
+  PublicKey(PublicKey&&) noexcept;
+  PublicKey& operator=(PublicKey&&) noexcept;
+  ~PublicKey();
+  bool verify(ByteView message, ByteView der_signature) const;
+
+ private:
+  struct Impl;
+  explicit PublicKey(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
 // Checks `leaf_pem` against the trusted root and intermediate CA certificates at calendar time
 // `at_unix_s` (UTC seconds) with OpenSSL's X509 verification, and returns its P-256 public key.
 // kRejected (with OpenSSL's reason) when the chain does not verify; kMalformed for bad PEM or a
