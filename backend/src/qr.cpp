@@ -44,7 +44,9 @@ QrService::QrService(Store& store, Ledger& ledger, Cards& cards, Issuance& issua
       issuer_point_(issuer_key_.public_point()),
       options_(options) {}
 
-Status QrService::open() { return store_.exec(kSchema); }
+Status QrService::open() {
+  return store_.exec(kSchema);
+}
 
 Envelope QrService::issue_key(const Envelope& request) {
   const std::uint64_t id = request.request_id();
@@ -113,9 +115,9 @@ Envelope QrService::upload(const Envelope& request) {
   std::int64_t total = 0;
   for (const auto& p : m.payments()) total += p.amount_fen();
   if (total != m.total_amount_fen()) {
-    return error_reply(id, wire::MALFORMED, "declared total " +
-                                                std::to_string(m.total_amount_fen()) +
-                                                " fen, payments sum to " + std::to_string(total));
+    return error_reply(id, wire::MALFORMED,
+                       "declared total " + std::to_string(m.total_amount_fen()) +
+                           " fen, payments sum to " + std::to_string(total));
   }
   const std::string payable = "qr_payable:" + reg->operator_id;
   auto tx = store_.begin();

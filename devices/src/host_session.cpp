@@ -94,8 +94,8 @@ Result<FarePolicy> ParamsCache::fare_policy(const std::string& table_id) const {
 // ---- HostSession ----
 
 Status status_of_error(const wire::ErrorReply& error) {
-  const std::string text = "backend answered " + wire::Code_Name(error.code()) + ": " +
-                           error.message();
+  const std::string text =
+      "backend answered " + wire::Code_Name(error.code()) + ": " + error.message();
   switch (error.code()) {
     case wire::UNKNOWN_TERMINAL:
       return Status(Errc::kNotFound, text);
@@ -138,20 +138,20 @@ void HostSession::request(Envelope envelope, OnEnvelope on_reply) {
   envelope.set_request_id(id);
   ++counters_.requests;
   std::weak_ptr<int> alive = alive_;
-  channel_.request(pw::encode(envelope), [alive, id, on_reply = std::move(on_reply)](
-                                             Result<Bytes> reply) {
-    if (alive.expired()) return;
-    if (!reply) return on_reply(reply.status());
-    Result<Envelope> e = pw::decode(*reply);
-    if (!e) return on_reply(e.status());
-    if (e->request_id() != id && !e->has_error()) {
-      return on_reply(Status(Errc::kMalformed, "reply for request " +
-                                                   std::to_string(e->request_id()) +
-                                                   ", expected " + std::to_string(id)));
-    }
-    if (e->has_error()) return on_reply(status_of_error(e->error()));
-    on_reply(std::move(e).value());
-  });
+  channel_.request(
+      pw::encode(envelope), [alive, id, on_reply = std::move(on_reply)](Result<Bytes> reply) {
+        if (alive.expired()) return;
+        if (!reply) return on_reply(reply.status());
+        Result<Envelope> e = pw::decode(*reply);
+        if (!e) return on_reply(e.status());
+        if (e->request_id() != id && !e->has_error()) {
+          return on_reply(Status(Errc::kMalformed, "reply for request " +
+                                                       std::to_string(e->request_id()) +
+                                                       ", expected " + std::to_string(id)));
+        }
+        if (e->has_error()) return on_reply(status_of_error(e->error()));
+        on_reply(std::move(e).value());
+      });
 }
 
 void HostSession::sign_on(Done done, std::uint64_t next_batch_no) {
@@ -196,8 +196,8 @@ void HostSession::pull_blacklist(Done done) {
 
 void HostSession::blacklist_page(std::uint64_t since, bool full, std::size_t pages, Done done) {
   if (pages >= options_.pages_max) {
-    return done(fail(Status(Errc::kTooLarge, "blacklist pull past " +
-                                                 std::to_string(options_.pages_max) + " pages")));
+    return done(fail(Status(
+        Errc::kTooLarge, "blacklist pull past " + std::to_string(options_.pages_max) + " pages")));
   }
   Envelope e;
   auto* m = e.mutable_blacklist_request();
@@ -217,12 +217,14 @@ void HostSession::blacklist_page(std::uint64_t since, bool full, std::size_t pag
   });
 }
 
-void HostSession::pull_params(Done done) { params_page(params_.version(), 0, std::move(done)); }
+void HostSession::pull_params(Done done) {
+  params_page(params_.version(), 0, std::move(done));
+}
 
 void HostSession::params_page(std::uint64_t since, std::size_t pages, Done done) {
   if (pages >= options_.pages_max) {
-    return done(fail(Status(Errc::kTooLarge, "parameter pull past " +
-                                                 std::to_string(options_.pages_max) + " pages")));
+    return done(fail(Status(
+        Errc::kTooLarge, "parameter pull past " + std::to_string(options_.pages_max) + " pages")));
   }
   Envelope e;
   auto* m = e.mutable_params_request();

@@ -55,22 +55,25 @@ Result<std::uint32_t> NfcPhone::balance(CardLink& se) const {
   return get_u32be(r->data, 0);
 }
 
-Result<std::vector<protocol::LogRecord>> NfcPhone::last_records(CardLink& se,
-                                                                std::size_t n) const {
+Result<std::vector<protocol::LogRecord>> NfcPhone::last_records(CardLink& se, std::size_t n) const {
   if (Status s = select(se); !s) return s;
   std::vector<protocol::LogRecord> out;
   const std::size_t want = std::min(n, options_.records_max);
   for (std::size_t i = 1; i <= want && i <= 0xFE; ++i) {
-    auto r = se.transceive(protocol::Command{
-        0x00, 0xB2, static_cast<std::uint8_t>(i),
-        static_cast<std::uint8_t>(protocol::sfi::kLog << 3 | 0x04), {},
-        static_cast<std::uint16_t>(protocol::LogRecord::kSize)});
+    auto r =
+        se.transceive(protocol::Command{0x00,
+                                        0xB2,
+                                        static_cast<std::uint8_t>(i),
+                                        static_cast<std::uint8_t>(protocol::sfi::kLog << 3 | 0x04),
+                                        {},
+                                        static_cast<std::uint16_t>(protocol::LogRecord::kSize)});
     if (!r) return Status(Errc::kTorn, "READ RECORD 0x18: " + r.status().to_string());
     if (r->sw == 0x6A83) break;  // no more records
     if (!r->ok()) return Status(Errc::kRejected, "READ RECORD 0x18: " + sw_of(r));
     auto rec = protocol::LogRecord::decode(r->data);
-    if (!rec) return Status(Errc::kMalformed, "0x18 record of " + std::to_string(r->data.size()) +
-                                                  " bytes");
+    if (!rec)
+      return Status(Errc::kMalformed,
+                    "0x18 record of " + std::to_string(r->data.size()) + " bytes");
     out.push_back(*rec);
   }
   return out;

@@ -23,9 +23,8 @@ Result<Envelope> OnlineLoadClient::call(Envelope request) {
   ++requests_;
   // Shared with the callback: a late answer after a timeout here writes into its own slot.
   auto answer = std::make_shared<std::optional<Result<Bytes>>>();
-  channel_.request(pw::encode(request), [answer](Result<Bytes> reply) {
-    *answer = std::move(reply);
-  });
+  channel_.request(pw::encode(request),
+                   [answer](Result<Bytes> reply) { *answer = std::move(reply); });
   for (std::size_t i = 0; !answer->has_value(); ++i) {
     if (i >= options_.pump_rounds_max) {
       return Status(Errc::kTimeout, "no answer after " + std::to_string(i) + " pump rounds");
@@ -170,9 +169,9 @@ OnlineLoad RechargePoint::recharge(CardLink& card, const protocol::Serial8& seri
       return out;
     }
     if (order->state != wire::ORDER_CREATED) {
-      out.status = Status(Errc::kRejected, "order " + order_id + " is " +
-                                               wire::OrderState_Name(order->state) + ": " +
-                                               order->failure);
+      out.status =
+          Status(Errc::kRejected, "order " + order_id + " is " +
+                                      wire::OrderState_Name(order->state) + ": " + order->failure);
       return out;
     }
     if (round >= options_.wait_paid_rounds_max) {

@@ -159,12 +159,24 @@ Status MerchantPos::refund(std::uint64_t journal_no, std::uint32_t amount_fen,
 std::string receipt_text(const JournalEntry& e, const std::string& merchant_id) {
   const char* kind = "REFUND";
   switch (e.kind) {
-    case JournalEntry::Kind::kPurchase: kind = "PURCHASE"; break;
-    case JournalEntry::Kind::kVoid: kind = "VOID"; break;
-    case JournalEntry::Kind::kRefund: kind = "REFUND"; break;
-    case JournalEntry::Kind::kPreAuth: kind = "PRE-AUTHORISATION"; break;
-    case JournalEntry::Kind::kCompletion: kind = "COMPLETION"; break;
-    case JournalEntry::Kind::kRecharge: kind = "RECHARGE"; break;
+    case JournalEntry::Kind::kPurchase:
+      kind = "PURCHASE";
+      break;
+    case JournalEntry::Kind::kVoid:
+      kind = "VOID";
+      break;
+    case JournalEntry::Kind::kRefund:
+      kind = "REFUND";
+      break;
+    case JournalEntry::Kind::kPreAuth:
+      kind = "PRE-AUTHORISATION";
+      break;
+    case JournalEntry::Kind::kCompletion:
+      kind = "COMPLETION";
+      break;
+    case JournalEntry::Kind::kRecharge:
+      kind = "RECHARGE";
+      break;
   }
   auto yuan = [](std::uint32_t fen) {
     std::string cents = std::to_string(fen % 100);
@@ -237,7 +249,7 @@ SettlementTotals MerchantPos::current_totals() const {
 }
 
 Status MerchantPos::change_pin(CardLink& card, const std::string& old_pin,
-                              const std::string& new_pin) {
+                               const std::string& new_pin) {
   if (!digits_only(old_pin) || !digits_only(new_pin)) {
     return Status(Errc::kInvalidArgument, "a PIN is 1..12 digits");
   }
@@ -257,10 +269,10 @@ Status MerchantPos::change_pin(CardLink& card, const std::string& old_pin,
   if (!r) return Status(Errc::kTorn, "CHANGE PIN: " + r.status().message());
   if (!r->ok()) {
     ++wrong_pins_;
-    return Status(Errc::kRejected, (r->sw & 0xFFF0) == 0x63C0
-                                       ? "wrong PIN, " + std::to_string(r->sw & 0x0F) +
-                                             " tries left"
-                                       : "PIN change refused (blocked?)");
+    return Status(Errc::kRejected,
+                  (r->sw & 0xFFF0) == 0x63C0
+                      ? "wrong PIN, " + std::to_string(r->sw & 0x0F) + " tries left"
+                      : "PIN change refused (blocked?)");
   }
   ++pin_changes_;
   return Status::ok();
@@ -294,11 +306,12 @@ Result<std::uint64_t> MerchantPos::pre_authorise(CardLink& card, std::uint32_t a
   return next_no_ - 1;
 }
 
-SaleResult MerchantPos::complete(CardLink& card, std::uint64_t preauth_no, std::uint32_t final_fen) {
+SaleResult MerchantPos::complete(CardLink& card, std::uint64_t preauth_no,
+                                 std::uint32_t final_fen) {
   JournalEntry* p = find(preauth_no);
   if (!p || p->kind != JournalEntry::Kind::kPreAuth || p->closed) {
-    return core_.refuse_local(LocalRefusal::kNotAuthorised, "no open pre-authorisation " +
-                                                                std::to_string(preauth_no));
+    return core_.refuse_local(LocalRefusal::kNotAuthorised,
+                              "no open pre-authorisation " + std::to_string(preauth_no));
   }
   if (core_.now_epoch2000_s() - p->at_epoch2000_s > config_.preauth_valid_s) {
     p->closed = true;
@@ -306,8 +319,8 @@ SaleResult MerchantPos::complete(CardLink& card, std::uint64_t preauth_no, std::
   }
   if (final_fen == 0 || final_fen > p->amount_fen) {
     return core_.refuse_local(LocalRefusal::kNotAuthorised,
-                              "completion of " + std::to_string(final_fen) +
-                                  " fen, authorised " + std::to_string(p->amount_fen));
+                              "completion of " + std::to_string(final_fen) + " fen, authorised " +
+                                  std::to_string(p->amount_fen));
   }
   BudgetLink link(card, config_.core.budget);
   SaleResult result;
@@ -386,8 +399,8 @@ PosStatistics MerchantPos::statistics() const {
   s.recharges_refused = recharges_refused_;
   const std::uint64_t tickets = s.lifetime.purchases + s.lifetime.completions;
   if (tickets > 0) {
-    s.average_ticket_fen = (s.lifetime.purchase_fen + s.lifetime.completion_fen) /
-                           static_cast<std::int64_t>(tickets);
+    s.average_ticket_fen =
+        (s.lifetime.purchase_fen + s.lifetime.completion_fen) / static_cast<std::int64_t>(tickets);
   }
   s.sale = core_.counters();
   return s;

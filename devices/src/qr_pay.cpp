@@ -62,15 +62,24 @@ Result<Bytes> QrWallet::show(std::int64_t now_epoch2000_s) {
 
 const char* qr_refusal_name(QrRefusal r) {
   switch (r) {
-    case QrRefusal::kMalformed: return "malformed";
-    case QrRefusal::kBadGrant: return "bad_grant";
-    case QrRefusal::kBadSignature: return "bad_signature";
-    case QrRefusal::kGrantExpired: return "grant_expired";
-    case QrRefusal::kExpired: return "expired";
-    case QrRefusal::kFuture: return "future";
-    case QrRefusal::kReplayed: return "replayed";
-    case QrRefusal::kOverLimit: return "over_limit";
-    case QrRefusal::kQueueFull: return "queue_full";
+    case QrRefusal::kMalformed:
+      return "malformed";
+    case QrRefusal::kBadGrant:
+      return "bad_grant";
+    case QrRefusal::kBadSignature:
+      return "bad_signature";
+    case QrRefusal::kGrantExpired:
+      return "grant_expired";
+    case QrRefusal::kExpired:
+      return "expired";
+    case QrRefusal::kFuture:
+      return "future";
+    case QrRefusal::kReplayed:
+      return "replayed";
+    case QrRefusal::kOverLimit:
+      return "over_limit";
+    case QrRefusal::kQueueFull:
+      return "queue_full";
   }
   return "?";
 }
@@ -92,7 +101,8 @@ const QrValidator::KnownGrant* QrValidator::known_grant(const qr::Payload& p) {
   auto phone = qr::PublicKey::from_point(p.grant.phone_key);
   if (!phone) return nullptr;
   if (grants_.size() >= options_.grants_max) grants_.clear();
-  auto [it, _] = grants_.insert_or_assign(p.grant.key_id, KnownGrant{std::move(id), std::move(*phone)});
+  auto [it, _] =
+      grants_.insert_or_assign(p.grant.key_id, KnownGrant{std::move(id), std::move(*phone)});
   return &it->second;
 }
 
@@ -136,12 +146,11 @@ QrScan QrValidator::scan(ByteView code, std::int64_t now_s, std::uint32_t fare_f
   }
   if (p->created_s < now_s - options_.max_age_s) {
     return refuse(QrRefusal::kExpired, "made " + std::to_string(now_s - p->created_s) +
-                                           " s ago, at most " +
-                                           std::to_string(options_.max_age_s));
+                                           " s ago, at most " + std::to_string(options_.max_age_s));
   }
   if (p->created_s > now_s + options_.future_skew_s) {
-    return refuse(QrRefusal::kFuture, "made " + std::to_string(p->created_s - now_s) +
-                                          " s in the future");
+    return refuse(QrRefusal::kFuture,
+                  "made " + std::to_string(p->created_s - now_s) + " s in the future");
   }
   if (fare_fen > g.max_amount_fen) {
     return refuse(QrRefusal::kOverLimit, "fare above the QR key's maximum");

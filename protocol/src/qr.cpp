@@ -59,8 +59,8 @@ Pkey pkey_from_point(const PublicPoint& point) {
 std::optional<PublicPoint> point_of(EVP_PKEY* key) {
   char group[64] = {};
   std::size_t len = 0;
-  if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group,
-                                     &len) != 1 ||
+  if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group, &len) !=
+          1 ||
       std::strcmp(group, "prime256v1") != 0) {
     return std::nullopt;
   }
@@ -176,16 +176,17 @@ Result<EcKey> EcKey::from_private_pem(std::string_view pem) {
   return EcKey(std::move(impl));
 }
 
-PublicPoint EcKey::public_point() const { return *point_of(impl_->key.get()); }
+PublicPoint EcKey::public_point() const {
+  return *point_of(impl_->key.get());
+}
 
 Result<Bytes> EcKey::sign(ByteView message) const {
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
   if (!ctx) return Status(Errc::kInternal, "EVP_MD_CTX");
   Bytes sig(kMaxSignatureBytes);
   std::size_t len = sig.size();
-  const bool ok =
-      EVP_DigestSignInit(ctx, nullptr, EVP_sha256(), nullptr, impl_->key.get()) == 1 &&
-      EVP_DigestSign(ctx, sig.data(), &len, message.data(), message.size()) == 1;
+  const bool ok = EVP_DigestSignInit(ctx, nullptr, EVP_sha256(), nullptr, impl_->key.get()) == 1 &&
+                  EVP_DigestSign(ctx, sig.data(), &len, message.data(), message.size()) == 1;
   EVP_MD_CTX_free(ctx);
   if (!ok) return Status(Errc::kInternal, "ECDSA sign: " + openssl_error());
   sig.resize(len);
@@ -201,10 +202,9 @@ bool verify(const PublicPoint& key, ByteView message, ByteView der_signature) {
   }
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
   if (!ctx) return false;
-  const bool ok =
-      EVP_DigestVerifyInit(ctx, nullptr, EVP_sha256(), nullptr, pkey.get()) == 1 &&
-      EVP_DigestVerify(ctx, der_signature.data(), der_signature.size(), message.data(),
-                       message.size()) == 1;
+  const bool ok = EVP_DigestVerifyInit(ctx, nullptr, EVP_sha256(), nullptr, pkey.get()) == 1 &&
+                  EVP_DigestVerify(ctx, der_signature.data(), der_signature.size(), message.data(),
+                                   message.size()) == 1;
   EVP_MD_CTX_free(ctx);
   ERR_clear_error();
   return ok;
@@ -287,9 +287,9 @@ Result<PublicPoint> verify_certificate(std::string_view leaf_pem, std::string_vi
   } else {
     X509_STORE_CTX_set_time(ctx, 0, static_cast<time_t>(at_unix_s));
     if (X509_verify_cert(ctx) != 1) {
-      result = Status(Errc::kRejected,
-                      std::string("certificate does not verify: ") +
-                          X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx)));
+      result =
+          Status(Errc::kRejected, std::string("certificate does not verify: ") +
+                                      X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx)));
     }
   }
   X509_STORE_CTX_free(ctx);

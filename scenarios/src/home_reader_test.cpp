@@ -101,9 +101,9 @@ class HomeReaderTest : public ::testing::Test {
     return r;
   }
   devices::HomeReaderOptions reader_options(const ReaderIdentity& r) {
-    auto trust = backend::CertificateVerifier::create(
-        server_->ca().root_pem(), {server_->ca().city_ca_pem()},
-        {*server_->ca().crl_pem("city:3100")});
+    auto trust = backend::CertificateVerifier::create(server_->ca().root_pem(),
+                                                      {server_->ca().city_ca_pem()},
+                                                      {*server_->ca().crl_pem("city:3100")});
     EXPECT_TRUE(trust.is_ok());
     auto curve = backend::curve_client_options(**trust, server_->identity().certificate.pem,
                                                server_->ca().now_unix_s(), r.curve);

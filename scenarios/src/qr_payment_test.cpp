@@ -280,8 +280,8 @@ TEST_F(QrPaymentTest, KeysOnlyForNamedCardsAndAnEmptyAccountIsRejectedAtUpload) 
 // A validator provisioned with a certificate that does not chain to its trusted root refuses
 // to start: it would otherwise accept codes from anyone who made their own issuer.
 TEST_F(QrPaymentTest, ValidatorRefusesAnIssuerCertificateOutsideItsTrust) {
-  auto v = QrValidator::from_certificate(issuer_cert_pem, ca->city_ca_pem(), {},
-                                         ca->now_unix_s(), bus_terminal);
+  auto v = QrValidator::from_certificate(issuer_cert_pem, ca->city_ca_pem(), {}, ca->now_unix_s(),
+                                         bus_terminal);
   EXPECT_EQ(v.status().code(), Errc::kRejected) << v.status().to_string();
   auto garbage = QrValidator::from_certificate("not a certificate", ca->root_pem(), {},
                                                ca->now_unix_s(), bus_terminal);

@@ -123,7 +123,8 @@ class TerminalBackend : public ::testing::Test {
     BusTerminalConfig c;
     c.core.device_id = configured_device.value_or(device);
     c.core.operator_id = configured_operator.value_or(kOperator);
-    c.core.calendar_origin_epoch2000_s = backend->calendar().now_epoch2000_s() - loop.now_us() / kSecond;
+    c.core.calendar_origin_epoch2000_s =
+        backend->calendar().now_epoch2000_s() - loop.now_us() / kSecond;
     c.core.queue.batch_records_max = 20;
     c.core.clock_drift_ppm = drift_ppm;
     c.composite = true;
@@ -134,8 +135,8 @@ class TerminalBackend : public ::testing::Test {
     ho.terminal_id = b->psam_image.terminal_id;
     ho.device_id = c.core.device_id;
     ho.operator_id = c.core.operator_id;
-    b->host = std::make_unique<HostSession>(ho, *b->channel, b->terminal->core().clock(),
-                                            b->blacklist);
+    b->host =
+        std::make_unique<HostSession>(ho, *b->channel, b->terminal->core().clock(), b->blacklist);
     return b;
   }
 
@@ -167,8 +168,7 @@ class TerminalBackend : public ::testing::Test {
     }
   }
 
-  CpuCard issue(std::int64_t balance_fen,
-                protocol::CardType type = protocol::CardType::kAdult,
+  CpuCard issue(std::int64_t balance_fen, protocol::CardType type = protocol::CardType::kAdult,
                 std::optional<std::array<std::uint8_t, 4>> valid_to = std::nullopt) {
     backend::CardParams p;
     p.card_type = type;
@@ -236,7 +236,8 @@ TEST_F(TerminalBackend, BusThatLosesItsLinkForAnHourKeepsSellingThenUploadsEvery
     const bool outage = t >= start + 30 * kMinute && t < start + 90 * kMinute;
     if (outage) ++sold_in_outage;
     if (n % 3 == 0) bus->terminal->upload();
-    if (t < start + 30 * kMinute) failures_before = bus->terminal->core().queue().counters().failures;
+    if (t < start + 30 * kMinute)
+      failures_before = bus->terminal->core().queue().counters().failures;
     if (t < start + 90 * kMinute) queued_at_outage_end = bus->terminal->core().queue().size();
   }
   // An hour of sales went into the durable queue while every upload failed.

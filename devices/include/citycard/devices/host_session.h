@@ -54,9 +54,7 @@ class ParamsCache {
   std::uint64_t version() const { return version_; }
   const std::map<std::string, citycard::wire::FareTable>& fare_tables() const { return fares_; }
   // By card type (0 adult .. 3 staff): basis points off.
-  const std::map<std::uint32_t, std::uint32_t>& card_type_discounts() const {
-    return card_types_;
-  }
+  const std::map<std::uint32_t, std::uint32_t>& card_type_discounts() const { return card_types_; }
   // Basis points off for a merchant's product category ("" = its default); 0 when none.
   std::uint32_t merchant_discount_bp(const std::string& merchant_id,
                                      const std::string& category) const;
@@ -79,12 +77,12 @@ struct HostSessionOptions {
 };
 
 struct HostCounters {
-  std::uint64_t sign_ons = 0;            // accepted
-  std::uint64_t requests = 0;            // sent, every kind
-  std::uint64_t failures = 0;            // link, timeout, refusal, bad reply
-  std::uint64_t blacklist_pages = 0;     // applied
-  std::uint64_t params_pages = 0;        // applied
-  std::int64_t last_correction_us = 0;   // the clock correction of the last sign-on
+  std::uint64_t sign_ons = 0;                  // accepted
+  std::uint64_t requests = 0;                  // sent, every kind
+  std::uint64_t failures = 0;                  // link, timeout, refusal, bad reply
+  std::uint64_t blacklist_pages = 0;           // applied
+  std::uint64_t params_pages = 0;              // applied
+  std::int64_t last_correction_us = 0;         // the clock correction of the last sign-on
   std::uint64_t server_blacklist_version = 0;  // as of the last sign-on
   std::uint64_t server_params_version = 0;
 };

@@ -44,7 +44,7 @@ namespace citycard::devices {
 
 struct OnlineLoadOptions {
   protocol::TerminalId terminal_id{};
-  std::function<void()> pump;         // makes the channel progress one step; required
+  std::function<void()> pump;            // makes the channel progress one step; required
   std::size_t pump_rounds_max = 10'000;  // per request: then kTimeout
 };
 
@@ -94,10 +94,10 @@ class OnlineLoadClient final : public LoadHost {
 // One order's load onto the card in the field.
 struct OnlineLoad {
   std::string order_id;
-  Status status;                 // ok: LOADED; otherwise why not (the order may be pending)
-  LoadResult result;             // the engine's
+  Status status;      // ok: LOADED; otherwise why not (the order may be pending)
+  LoadResult result;  // the engine's
   std::optional<citycard::wire::LoadConfirmReply> confirmation;
-  bool in_doubt = false;         // the credit's answer was lost: retried at the next tap
+  bool in_doubt = false;  // the credit's answer was lost: retried at the next tap
   bool ok() const { return status.is_ok(); }
 };
 

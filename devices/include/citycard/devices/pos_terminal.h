@@ -51,7 +51,7 @@ struct PosConfig {
   std::uint32_t discount_bp = 0;  // the merchant's discount
   std::string manager_password;   // void and refund
   bool require_pin = true;
-  std::size_t journal_max = 1000;  // oldest entries drop off (they are uploaded already)
+  std::size_t journal_max = 1000;             // oldest entries drop off (they are uploaded already)
   std::int64_t preauth_valid_s = 7 * 86'400;  // a pre-authorisation lapses after this
 };
 
@@ -97,10 +97,10 @@ struct SettlementTotals {
 };
 
 struct PosStatistics {
-  SettlementTotals lifetime;           // every entry still in the journal, all batches
+  SettlementTotals lifetime;  // every entry still in the journal, all batches
   std::uint64_t pre_authorisations = 0;
   std::uint64_t pre_authorisations_open = 0;
-  std::uint64_t wrong_pins = 0;        // purchase, pre-authorisation and PIN change refusals
+  std::uint64_t wrong_pins = 0;  // purchase, pre-authorisation and PIN change refusals
   std::uint64_t pin_changes = 0;
   std::uint64_t recharges_refused = 0;
   std::int64_t average_ticket_fen = 0;  // (purchases + completions) amount / count, rounded down

@@ -47,8 +47,7 @@ class QrWallet {
   Result<Bytes> show(std::int64_t now_epoch2000_s);
 
  private:
-  QrWallet(protocol::Serial8 card, protocol::qr::EcKey key)
-      : card_(card), key_(std::move(key)) {}
+  QrWallet(protocol::Serial8 card, protocol::qr::EcKey key) : card_(card), key_(std::move(key)) {}
   protocol::Serial8 card_;
   protocol::qr::EcKey key_;
   std::optional<protocol::qr::Grant> grant_;
@@ -89,7 +88,7 @@ struct QrCounters {
   std::uint64_t scans = 0;
   std::uint64_t accepted = 0;
   std::uint64_t refused = 0;
-  std::uint64_t uploaded = 0;        // acknowledged by the backend as paid
+  std::uint64_t uploaded = 0;  // acknowledged by the backend as paid
   std::uint64_t upload_duplicates = 0;
   std::uint64_t upload_rejected = 0;
   std::uint64_t upload_failures = 0;
@@ -104,8 +103,7 @@ class QrValidator {
   static Result<QrValidator> from_certificate(std::string_view issuer_cert_pem,
                                               std::string_view root_pem,
                                               const std::vector<std::string>& ca_pems,
-                                              std::int64_t at_unix_s,
-                                              protocol::TerminalId terminal,
+                                              std::int64_t at_unix_s, protocol::TerminalId terminal,
                                               QrValidatorOptions options = {});
   QrValidator(QrValidator&&) noexcept = default;
 
