@@ -72,6 +72,8 @@ Status Backend::open_money() {
   money_service_ =
       std::make_unique<MoneyService>(*recharge_, *risk_, *fares_, *issuance_, *merchants_);
   service_->set_money(money_service_.get());
+  sign_on_service_ = std::make_unique<SignOnService>(*issuance_, *risk_, *fares_, calendar_);
+  service_->set_sign_on(sign_on_service_.get());
   return Status::ok();
 }
 

@@ -4,6 +4,8 @@
 #include <string>
 
 #include "citycard/backend/money_service.h"
+#include "citycard/backend/qr.h"
+#include "citycard/backend/sign_on.h"
 
 namespace citycard::backend {
 
@@ -71,14 +73,24 @@ Envelope Service::dispatch(const Envelope& request) {
       e.mutable_pong()->set_nonce(request.ping().nonce());
       return e;
     }
+    case Envelope::kSignOn:
+      if (sign_on_ != nullptr) return sign_on_->sign_on(request);
+      break;
+    case Envelope::kQrKeyRequest:
+      if (qr_ != nullptr) return qr_->issue_key(request);
+      break;
+    case Envelope::kQrUpload:
+      if (qr_ != nullptr) return qr_->upload(request);
+      break;
     default:
       if (money_ != nullptr && money_->handles(request.body_case())) {
         return money_->dispatch(request);
       }
-      return error_reply(id, citycard::wire::UNSUPPORTED,
-                         "the backend does not serve message type " +
-                             std::to_string(static_cast<int>(request.body_case())));
+      break;
   }
+  return error_reply(id, citycard::wire::UNSUPPORTED,
+                     "the backend does not serve message type " +
+                         std::to_string(static_cast<int>(request.body_case())));
 }
 
 Envelope Service::balance(const Envelope& request) {

@@ -121,6 +121,7 @@ LoadResult LoadEngine::run(CardLink& card, const LoadRequest& request, std::int6
   }
   *host_us += approval->host_us;
   l.mac2 = approval->mac2;
+  if (approval->datetime) l.datetime = *approval->datetime;
 
   Bytes credit_data;
   put_bytes(credit_data, l.datetime);

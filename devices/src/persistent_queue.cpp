@@ -370,6 +370,9 @@ void DurableUploadQueue::on_reply(Result<Bytes> reply) {
   Bytes payload;
   put_le(payload, pending_->batch_no, 8);
   if (Status s = append_entry(kAck, payload, false); !s) last_failure_ = s;
+  for (std::size_t i = 0; i < pending_->record_count; ++i) {
+    counters_.amount_fen_acked += records_[i].amount_fen();
+  }
   records_.erase(records_.begin(),
                  records_.begin() + static_cast<std::ptrdiff_t>(pending_->record_count));
   ++counters_.batches_acked;

@@ -52,6 +52,7 @@ Status MerchantPos::verify_pin(CardLink& card, const std::string& pin, SaleResul
     return r.status();
   }
   if (!r->ok()) {
+    ++wrong_pins_;
     refusal->local = LocalRefusal::kWrongPin;
     refusal->sw = r->sw;
     refusal->detail = (r->sw & 0xFFF0) == 0x63C0
@@ -156,9 +157,27 @@ Status MerchantPos::refund(std::uint64_t journal_no, std::uint32_t amount_fen,
 }
 
 std::string receipt_text(const JournalEntry& e, const std::string& merchant_id) {
-  const char* kind = e.kind == JournalEntry::Kind::kPurchase ? "PURCHASE"
-                     : e.kind == JournalEntry::Kind::kVoid   ? "VOID"
-                                                             : "REFUND";
+  const char* kind = "REFUND";
+  switch (e.kind) {
+    case JournalEntry::Kind::kPurchase:
+      kind = "PURCHASE";
+      break;
+    case JournalEntry::Kind::kVoid:
+      kind = "VOID";
+      break;
+    case JournalEntry::Kind::kRefund:
+      kind = "REFUND";
+      break;
+    case JournalEntry::Kind::kPreAuth:
+      kind = "PRE-AUTHORISATION";
+      break;
+    case JournalEntry::Kind::kCompletion:
+      kind = "COMPLETION";
+      break;
+    case JournalEntry::Kind::kRecharge:
+      kind = "RECHARGE";
+      break;
+  }
   auto yuan = [](std::uint32_t fen) {
     std::string cents = std::to_string(fen % 100);
     if (cents.size() < 2) cents = "0" + cents;
@@ -166,13 +185,17 @@ std::string receipt_text(const JournalEntry& e, const std::string& merchant_id) 
   };
   std::string s = "MERCHANT " + merchant_id + "\nNO " + std::to_string(e.no) + " BATCH " +
                   std::to_string(e.settlement_batch) + "\n" + kind + " " + yuan(e.amount_fen);
-  if (e.kind == JournalEntry::Kind::kPurchase) {
+  if (e.kind == JournalEntry::Kind::kPurchase || e.kind == JournalEntry::Kind::kCompletion) {
     s += "\nPRICE " + yuan(e.full_fen) + "\nCARD " +
          to_hex(ByteView(reinterpret_cast<const std::uint8_t*>(e.record.card_serial().data()),
                          e.record.card_serial().size())) +
          "\nTAC " +
          to_hex(ByteView(reinterpret_cast<const std::uint8_t*>(e.record.tac().data()),
                          e.record.tac().size()));
+    if (e.kind == JournalEntry::Kind::kCompletion) s += "\nFOR NO " + std::to_string(e.refers_to);
+  } else if (e.kind == JournalEntry::Kind::kPreAuth || e.kind == JournalEntry::Kind::kRecharge) {
+    s += "\nCARD " + to_hex(e.card);
+    if (!e.order_id.empty()) s += "\nORDER " + e.order_id;
   } else {
     s += "\nFOR NO " + std::to_string(e.refers_to);
   }
@@ -185,27 +208,202 @@ std::optional<std::string> MerchantPos::reprint(std::uint64_t journal_no) const 
   return "REPRINT\n" + receipt_text(*e, config_.merchant_id);
 }
 
+namespace {
+
+void count(SettlementTotals& t, const JournalEntry& e) {
+  switch (e.kind) {
+    case JournalEntry::Kind::kPurchase:
+      ++t.purchases;
+      t.purchase_fen += e.amount_fen;
+      break;
+    case JournalEntry::Kind::kVoid:
+      ++t.voids;
+      t.void_fen += e.amount_fen;
+      break;
+    case JournalEntry::Kind::kRefund:
+      ++t.refunds;
+      t.refund_fen += e.amount_fen;
+      break;
+    case JournalEntry::Kind::kCompletion:
+      ++t.completions;
+      t.completion_fen += e.amount_fen;
+      break;
+    case JournalEntry::Kind::kRecharge:
+      ++t.recharges;
+      t.recharge_fen += e.amount_fen;
+      break;
+    case JournalEntry::Kind::kPreAuth:
+      break;  // no money
+  }
+}
+
+}  // namespace
+
 SettlementTotals MerchantPos::current_totals() const {
   SettlementTotals t;
   t.batch = batch_;
   for (const JournalEntry& e : journal_) {
-    if (e.settlement_batch != batch_) continue;
-    switch (e.kind) {
-      case JournalEntry::Kind::kPurchase:
-        ++t.purchases;
-        t.purchase_fen += e.amount_fen;
-        break;
-      case JournalEntry::Kind::kVoid:
-        ++t.voids;
-        t.void_fen += e.amount_fen;
-        break;
-      case JournalEntry::Kind::kRefund:
-        ++t.refunds;
-        t.refund_fen += e.amount_fen;
-        break;
-    }
+    if (e.settlement_batch == batch_) count(t, e);
   }
   return t;
+}
+
+Status MerchantPos::change_pin(CardLink& card, const std::string& old_pin,
+                               const std::string& new_pin) {
+  if (!digits_only(old_pin) || !digits_only(new_pin)) {
+    return Status(Errc::kInvalidArgument, "a PIN is 1..12 digits");
+  }
+  BudgetLink link(card, config_.core.budget);
+  SaleResult refusal;
+  Result<CardFacts> facts = core_.read_facts(link, std::nullopt, &refusal);
+  if (!facts) {
+    core_.refuse(refusal);
+    return Status(refusal.refusal == Refusal::kTorn ? Errc::kTorn : Errc::kRejected,
+                  refusal.detail);
+  }
+  Bytes data = pin_bcd(old_pin);
+  data.push_back(0xFF);
+  const Bytes fresh = pin_bcd(new_pin);
+  data.insert(data.end(), fresh.begin(), fresh.end());
+  Result<Response> r = link.transceive(Command{0x80, 0x5E, 0x01, 0x00, std::move(data), {}});
+  if (!r) return Status(Errc::kTorn, "CHANGE PIN: " + r.status().message());
+  if (!r->ok()) {
+    ++wrong_pins_;
+    return Status(Errc::kRejected,
+                  (r->sw & 0xFFF0) == 0x63C0
+                      ? "wrong PIN, " + std::to_string(r->sw & 0x0F) + " tries left"
+                      : "PIN change refused (blocked?)");
+  }
+  ++pin_changes_;
+  return Status::ok();
+}
+
+Result<std::uint64_t> MerchantPos::pre_authorise(CardLink& card, std::uint32_t amount_fen,
+                                                 const std::string& pin) {
+  if (amount_fen == 0) return Status(Errc::kInvalidArgument, "pre-authorise a positive amount");
+  BudgetLink link(card, config_.core.budget);
+  SaleResult result;
+  Result<CardFacts> facts = core_.read_facts(link, std::nullopt, &result);
+  if (!facts) {
+    core_.refuse(result);
+    return Status(Errc::kRejected, result.detail);
+  }
+  if (config_.require_pin && !verify_pin(link, pin, &result)) {
+    core_.refuse(result);
+    return Status(Errc::kRejected, result.detail);
+  }
+  if (facts->balance_fen < amount_fen) {
+    return Status(Errc::kInsufficientFunds, "balance " + std::to_string(facts->balance_fen) +
+                                                " fen does not cover " +
+                                                std::to_string(amount_fen));
+  }
+  JournalEntry e;
+  e.kind = JournalEntry::Kind::kPreAuth;
+  e.amount_fen = amount_fen;
+  e.card = facts->id.serial;
+  e.at_epoch2000_s = core_.now_epoch2000_s();
+  add(std::move(e));
+  return next_no_ - 1;
+}
+
+SaleResult MerchantPos::complete(CardLink& card, std::uint64_t preauth_no,
+                                 std::uint32_t final_fen) {
+  JournalEntry* p = find(preauth_no);
+  if (!p || p->kind != JournalEntry::Kind::kPreAuth || p->closed) {
+    return core_.refuse_local(LocalRefusal::kNotAuthorised,
+                              "no open pre-authorisation " + std::to_string(preauth_no));
+  }
+  if (core_.now_epoch2000_s() - p->at_epoch2000_s > config_.preauth_valid_s) {
+    p->closed = true;
+    return core_.refuse_local(LocalRefusal::kNotAuthorised, "pre-authorisation lapsed");
+  }
+  if (final_fen == 0 || final_fen > p->amount_fen) {
+    return core_.refuse_local(LocalRefusal::kNotAuthorised,
+                              "completion of " + std::to_string(final_fen) + " fen, authorised " +
+                                  std::to_string(p->amount_fen));
+  }
+  BudgetLink link(card, config_.core.budget);
+  SaleResult result;
+  Result<CardFacts> facts = core_.read_facts(link, std::nullopt, &result);
+  if (!facts) return core_.refuse(std::move(result));
+  if (facts->id.serial != p->card) {
+    return core_.refuse_local(LocalRefusal::kNotAuthorised, "another card than authorised");
+  }
+  const protocol::Serial8 card_serial = p->card;
+  Fare fare;
+  fare.full_fen = final_fen;
+  fare.charged_fen = apply_discount_bp(final_fen, config_.discount_bp);
+  SaleResult r = core_.sell(link, PurchaseRequest{fare.charged_fen, core_.now_datetime(), {}}, fare,
+                            template_);
+  uncertain_ = !r.ok() && r.refusal == Refusal::kTorn && core_.engine().grey_records() > 0;
+  if (!r.ok()) return r;
+  p->closed = true;  // deque::push_back in add() below keeps references valid
+  JournalEntry e;
+  e.kind = JournalEntry::Kind::kCompletion;
+  e.amount_fen = static_cast<std::uint32_t>(r.record.amount_fen());
+  e.full_fen = final_fen;
+  e.refers_to = preauth_no;
+  e.card = card_serial;
+  e.record = r.record;
+  add(std::move(e));
+  return r;
+}
+
+Status MerchantPos::cancel_pre_authorisation(std::uint64_t preauth_no,
+                                             const std::string& password) {
+  if (password != config_.manager_password) return Status(Errc::kRejected, "wrong password");
+  JournalEntry* p = find(preauth_no);
+  if (!p || p->kind != JournalEntry::Kind::kPreAuth || p->closed) {
+    return Status(Errc::kRejected, "no open pre-authorisation " + std::to_string(preauth_no));
+  }
+  p->closed = true;
+  return Status::ok();
+}
+
+OnlineLoad MerchantPos::recharge(CardLink& card, RechargePoint& point, const std::string& order_id,
+                                 std::uint32_t amount_fen) {
+  OnlineLoad out;
+  out.order_id = order_id;
+  SaleResult refusal;
+  Result<CardFacts> facts = core_.read_facts(card, std::nullopt, &refusal);
+  if (!facts) {
+    ++recharges_refused_;
+    out.status = Status(Errc::kRejected, refusal.detail);
+    return out;
+  }
+  out = point.recharge(card, facts->id.serial, order_id, amount_fen, core_.now_datetime());
+  if (!out.ok()) {
+    ++recharges_refused_;
+    return out;
+  }
+  JournalEntry e;
+  e.kind = JournalEntry::Kind::kRecharge;
+  e.amount_fen = amount_fen;
+  e.card = facts->id.serial;
+  e.order_id = order_id;
+  add(std::move(e));
+  return out;
+}
+
+PosStatistics MerchantPos::statistics() const {
+  PosStatistics s;
+  for (const JournalEntry& e : journal_) {
+    count(s.lifetime, e);
+    if (e.kind == JournalEntry::Kind::kPreAuth) {
+      ++s.pre_authorisations;
+      if (!e.closed) ++s.pre_authorisations_open;
+    }
+  }
+  s.wrong_pins = wrong_pins_;
+  s.pin_changes = pin_changes_;
+  s.recharges_refused = recharges_refused_;
+  const std::uint64_t tickets = s.lifetime.purchases + s.lifetime.completions;
+  if (tickets > 0) {
+    s.average_ticket_fen =
+        (s.lifetime.purchase_fen + s.lifetime.completion_fen) / static_cast<std::int64_t>(tickets);
+  }
+  s.sale = core_.counters();
+  return s;
 }
 
 SettlementTotals MerchantPos::settle() {

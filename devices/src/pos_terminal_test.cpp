@@ -172,3 +172,127 @@ TEST(MerchantPos, LinkDownThenUpUploadsTheDaysRecords) {
 
 }  // namespace
 }  // namespace citycard::devices
+
+namespace citycard::devices {
+namespace {
+
+struct Shop2 {
+  Shop2()
+      : psam(testing::psam_image()),
+        channel(loop),
+        storage(disk),
+        pos(config(), psam, loop, channel, storage) {}
+  template <class F>
+  auto with(CpuCard& card, F f) {
+    card.reset();
+    DirectLink link(card);
+    return f(link);
+  }
+  sim::EventLoop loop;
+  Psam psam;
+  ScriptedChannel channel;
+  std::shared_ptr<MemoryDisk> disk = std::make_shared<MemoryDisk>();
+  MemoryLogStorage storage;
+  MerchantPos pos;
+};
+
+TEST(MerchantPosMore, PinChangeNeedsTheOldPinAndTheNewOneWorksAfter) {
+  Shop2 s;
+  CpuCard card(card_image(1, 10'000), sim::Rng(1));
+  const std::uint8_t tries = card.pin_tries_left();
+  Status st = s.with(card, [&](CardLink& l) { return s.pos.change_pin(l, "000000", "2468"); });
+  EXPECT_EQ(st.code(), Errc::kRejected) << st.to_string();
+  EXPECT_EQ(card.pin_tries_left(), tries - 1);
+  EXPECT_EQ(s.with(card, [&](CardLink& l) { return s.pos.change_pin(l, "123456", "24x8"); })
+                .code(),
+            Errc::kInvalidArgument);
+  st = s.with(card, [&](CardLink& l) { return s.pos.change_pin(l, "123456", "2468"); });
+  ASSERT_TRUE(st.is_ok()) << st.to_string();
+  EXPECT_EQ(s.with(card, [&](CardLink& l) { return s.pos.purchase(l, 100, "123456"); }).local,
+            LocalRefusal::kWrongPin);
+  EXPECT_TRUE(s.with(card, [&](CardLink& l) { return s.pos.purchase(l, 100, "2468"); }).ok());
+  EXPECT_EQ(s.pos.statistics().pin_changes, 1u);
+  EXPECT_EQ(s.pos.statistics().wrong_pins, 2u);
+}
+
+TEST(MerchantPosMore, PreAuthorisationThenCompletionChargesTheFinalAmountOnce) {
+  Shop2 s;
+  CpuCard card(card_image(1, 10'000), sim::Rng(1));
+  CpuCard other(card_image(2, 10'000), sim::Rng(2));
+  auto no = s.with(card, [&](CardLink& l) { return s.pos.pre_authorise(l, 5000, "123456"); });
+  ASSERT_TRUE(no.is_ok()) << no.status().to_string();
+  EXPECT_EQ(card.balance_fen(), 10'000u);  // nothing moves yet
+  // Over the authorised amount, or another card: refused.
+  EXPECT_EQ(s.with(card, [&](CardLink& l) { return s.pos.complete(l, *no, 5001); }).local,
+            LocalRefusal::kNotAuthorised);
+  EXPECT_EQ(s.with(other, [&](CardLink& l) { return s.pos.complete(l, *no, 4000); }).local,
+            LocalRefusal::kNotAuthorised);
+  EXPECT_EQ(other.balance_fen(), 10'000u);
+  SaleResult r = s.with(card, [&](CardLink& l) { return s.pos.complete(l, *no, 4000); });
+  ASSERT_TRUE(r.ok()) << r.detail;
+  EXPECT_EQ(card.balance_fen(), 10'000u - 3800u);  // 5 % merchant discount
+  // Once only.
+  s.loop.run_until(s.loop.now_us() + 60'000'000);
+  EXPECT_EQ(s.with(card, [&](CardLink& l) { return s.pos.complete(l, *no, 4000); }).local,
+            LocalRefusal::kNotAuthorised);
+  EXPECT_EQ(card.balance_fen(), 6200u);
+  const SettlementTotals t = s.pos.current_totals();
+  EXPECT_EQ(t.completions, 1u);
+  EXPECT_EQ(t.completion_fen, 3800);
+  EXPECT_EQ(t.net_fen(), 3800);
+  EXPECT_NE(s.pos.reprint(r.ok() ? *no + 1 : 0)->find("COMPLETION"), std::string::npos);
+}
+
+TEST(MerchantPosMore, PreAuthorisationRefusalsLapseAndCancel) {
+  Shop2 s;
+  CpuCard card(card_image(1, 1000), sim::Rng(1));
+  EXPECT_EQ(s.with(card, [&](CardLink& l) { return s.pos.pre_authorise(l, 5000, "123456"); })
+                .status()
+                .code(),
+            Errc::kInsufficientFunds);
+  EXPECT_EQ(s.with(card, [&](CardLink& l) { return s.pos.pre_authorise(l, 500, "999999"); })
+                .status()
+                .code(),
+            Errc::kRejected);
+  auto no = s.with(card, [&](CardLink& l) { return s.pos.pre_authorise(l, 500, "123456"); });
+  ASSERT_TRUE(no.is_ok());
+  EXPECT_EQ(s.pos.cancel_pre_authorisation(*no, "0000").code(), Errc::kRejected);
+  EXPECT_TRUE(s.pos.cancel_pre_authorisation(*no, "8888").is_ok());
+  EXPECT_EQ(s.with(card, [&](CardLink& l) { return s.pos.complete(l, *no, 100); }).local,
+            LocalRefusal::kNotAuthorised);
+  // A pre-authorisation lapses after preauth_valid_s (7 days by default).
+  auto late = s.with(card, [&](CardLink& l) { return s.pos.pre_authorise(l, 500, "123456"); });
+  ASSERT_TRUE(late.is_ok());
+  s.loop.run_until(s.loop.now_us() + 8LL * 86'400 * 1'000'000);
+  EXPECT_EQ(s.with(card, [&](CardLink& l) { return s.pos.complete(l, *late, 100); }).local,
+            LocalRefusal::kNotAuthorised);
+  EXPECT_EQ(card.balance_fen(), 1000u);
+  EXPECT_EQ(s.pos.statistics().pre_authorisations, 2u);
+  EXPECT_EQ(s.pos.statistics().pre_authorisations_open, 0u);
+}
+
+TEST(MerchantPosMore, StatisticsCountEveryKindAcrossBatches) {
+  Shop2 s;
+  CpuCard card(card_image(1, 100'000), sim::Rng(1));
+  for (std::uint32_t price : {1000u, 2000u}) {
+    s.loop.run_until(s.loop.now_us() + 60'000'000);
+    ASSERT_TRUE(s.with(card, [&](CardLink& l) { return s.pos.purchase(l, price, "123456"); }).ok());
+  }
+  s.pos.settle();
+  s.loop.run_until(s.loop.now_us() + 60'000'000);
+  ASSERT_TRUE(s.with(card, [&](CardLink& l) { return s.pos.purchase(l, 3000, "123456"); }).ok());
+  EXPECT_EQ(s.with(card, [&](CardLink& l) { return s.pos.purchase(l, 10, "1"); }).local,
+            LocalRefusal::kWrongPin);
+  ASSERT_TRUE(s.pos.refund(1, 500, "8888").is_ok());
+  const PosStatistics st = s.pos.statistics();
+  EXPECT_EQ(st.lifetime.purchases, 3u);
+  EXPECT_EQ(st.lifetime.purchase_fen, 950 + 1900 + 2850);
+  EXPECT_EQ(st.lifetime.refunds, 1u);
+  EXPECT_EQ(st.average_ticket_fen, (950 + 1900 + 2850) / 3);
+  EXPECT_EQ(st.wrong_pins, 1u);
+  EXPECT_EQ(st.sale.sales, 3u);
+  EXPECT_EQ(s.pos.current_totals().purchases, 1u);  // this batch only
+}
+
+}  // namespace
+}  // namespace citycard::devices

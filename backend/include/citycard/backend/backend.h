@@ -30,6 +30,7 @@
 #include "citycard/backend/money_service.h"
 #include "citycard/backend/report_data.h"
 #include "citycard/backend/service.h"
+#include "citycard/backend/sign_on.h"
 #include "citycard/backend/store.h"
 #include "citycard/protocol/personalisation.h"
 #include "citycard/protocol/status.h"
@@ -143,6 +144,7 @@ class Backend {
   std::unique_ptr<ReportData> reports_;
   std::unique_ptr<SwipeRules> swipe_rules_;
   std::unique_ptr<MoneyService> money_service_;
+  std::unique_ptr<SignOnService> sign_on_service_;  // sign_on.h
 };
 
 }  // namespace citycard::backend

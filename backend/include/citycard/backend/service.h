@@ -25,6 +25,8 @@
 namespace citycard::backend {
 
 class MoneyService;
+class SignOnService;
+class QrService;
 
 class Service final : public sim::RequestHandler {
  public:
@@ -36,6 +38,10 @@ class Service final : public sim::RequestHandler {
 
   // The money side's messages (money_service.h); null: answered UNSUPPORTED.
   void set_money(MoneyService* money) { money_ = money; }
+  // Terminal sign-on (sign_on.h); null: answered UNSUPPORTED.
+  void set_sign_on(SignOnService* sign_on) { sign_on_ = sign_on; }
+  // QR-code payment (qr.h); null: answered UNSUPPORTED.
+  void set_qr(QrService* qr) { qr_ = qr; }
 
   std::uint64_t requests() const { return requests_; }
   std::uint64_t error_replies() const { return error_replies_; }
@@ -49,6 +55,8 @@ class Service final : public sim::RequestHandler {
   std::uint64_t requests_ = 0;
   std::uint64_t error_replies_ = 0;
   MoneyService* money_ = nullptr;
+  SignOnService* sign_on_ = nullptr;
+  QrService* qr_ = nullptr;
 };
 
 }  // namespace citycard::backend

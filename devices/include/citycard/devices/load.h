@@ -52,6 +52,9 @@ struct LoadAuthorisation {
 struct LoadApproval {
   protocol::Mac4 mac2{};
   std::int64_t host_us = 0;  // simulated time the host took, network included
+  // The date-time MAC2 was computed over, when the host chose its own (the clearing centre
+  // does: wire LoadAuthReply.datetime); CREDIT FOR LOAD then carries it. Empty: the request's.
+  std::optional<protocol::DateTime7> datetime;
 };
 
 // The issuer's load host as a terminal sees it. Errors: Errc::kBadMac for a MAC1 that does not

@@ -55,6 +55,7 @@ class MetroGate {
   std::int64_t sign_on(std::int64_t server_time_us) { return core_.sign_on(server_time_us); }
   void upload() { core_.upload(); }
   const SaleCore& core() const { return core_; }
+  SaleCore& core() { return core_; }
   const SaleCounters& counters() const { return core_.counters(); }
 
  private:

@@ -17,6 +17,18 @@
 //   holder's account; the request is NOT uploaded yet (issue 5, left for the backend side).
 // - Settlement: totals per kind (count, amount) of the current batch, then a new batch; the
 //   sale records themselves go up through the durable queue (upload()).
+// - PIN change: CHANGE PIN (80 5E 01 00, old FF new) after the old PIN; the card counts a wrong
+//   old PIN as a wrong try (63Cx).
+// - Pre-authorisation and completion (预授权 / 预授权完成): an offline purse cannot reserve money
+//   on the card, so the POS holds the authorisation: pre_authorise() checks the PIN and that
+//   the balance covers the amount, and journals it (no money moves); complete() charges the
+//   final amount (at most the authorised one, same card, within preauth_valid_s, once) as a
+//   purchase; cancel_pre_authorisation() needs the manager password. A card whose balance fell
+//   below the final amount in between is refused at completion (kInsufficientBalance).
+// - Recharge within the merchant's quota: recharge() runs a RechargePoint (online_load.h) on
+//   CHANNEL_MERCHANT_POS; the backend refuses it when the quota is exhausted
+//   (kInsufficientFunds) and nothing is loaded.
+// - Statistics: lifetime counts and amounts per kind, refusals by reason, average ticket.
 //
 // Single-threaded. Does not own the PSAM, clock, channel or storage.
 #pragma once
@@ -28,6 +40,7 @@
 #include <string>
 #include <vector>
 
+#include "citycard/devices/online_load.h"
 #include "citycard/devices/sale_core.h"
 
 namespace citycard::devices {
@@ -38,11 +51,12 @@ struct PosConfig {
   std::uint32_t discount_bp = 0;  // the merchant's discount
   std::string manager_password;   // void and refund
   bool require_pin = true;
-  std::size_t journal_max = 1000;  // oldest entries drop off (they are uploaded already)
+  std::size_t journal_max = 1000;             // oldest entries drop off (they are uploaded already)
+  std::int64_t preauth_valid_s = 7 * 86'400;  // a pre-authorisation lapses after this
 };
 
 struct JournalEntry {
-  enum class Kind : std::uint8_t { kPurchase, kVoid, kRefund };
+  enum class Kind : std::uint8_t { kPurchase, kVoid, kRefund, kPreAuth, kCompletion, kRecharge };
   std::uint64_t no = 0;  // per terminal, from 1
   Kind kind = Kind::kPurchase;
   std::uint64_t settlement_batch = 0;
@@ -51,7 +65,12 @@ struct JournalEntry {
   std::uint64_t refers_to = 0;   // void / refund: the purchase's number
   bool voided = false;           // purchase: a void has been recorded
   std::uint32_t refunded_fen = 0;
-  citycard::wire::SwipeRecord record;  // purchase: its clearing record
+  citycard::wire::SwipeRecord record;  // purchase, completion: its clearing record
+  // Pre-authorisation: the card, when it was made, and whether completed or cancelled.
+  protocol::Serial8 card{};
+  std::int64_t at_epoch2000_s = 0;
+  bool closed = false;
+  std::string order_id;  // recharge
 };
 
 struct RefundRequest {
@@ -69,8 +88,23 @@ struct SettlementTotals {
   std::int64_t void_fen = 0;
   std::uint64_t refunds = 0;
   std::int64_t refund_fen = 0;
-  std::int64_t net_fen() const { return purchase_fen - void_fen - refund_fen; }
+  std::uint64_t completions = 0;  // pre-authorisation completions (also sales)
+  std::int64_t completion_fen = 0;
+  std::uint64_t recharges = 0;  // money into cards: not part of net sales
+  std::int64_t recharge_fen = 0;
+  std::int64_t net_fen() const { return purchase_fen + completion_fen - void_fen - refund_fen; }
   bool operator==(const SettlementTotals&) const = default;
+};
+
+struct PosStatistics {
+  SettlementTotals lifetime;  // every entry still in the journal, all batches
+  std::uint64_t pre_authorisations = 0;
+  std::uint64_t pre_authorisations_open = 0;
+  std::uint64_t wrong_pins = 0;  // purchase, pre-authorisation and PIN change refusals
+  std::uint64_t pin_changes = 0;
+  std::uint64_t recharges_refused = 0;
+  std::int64_t average_ticket_fen = 0;  // (purchases + completions) amount / count, rounded down
+  SaleCounters sale;                    // the sale core's: taps, sales, refusals by reason
 };
 
 class MerchantPos {
@@ -90,6 +124,19 @@ class MerchantPos {
   // End of day: the totals of the batch, then a new batch; uploads the queued records.
   SettlementTotals settle();
   SettlementTotals current_totals() const;
+
+  // kRejected: wrong old PIN (tries left in the message) or PIN blocked; kInvalidArgument: a
+  // PIN that is not 1..12 digits; kTorn: the card left.
+  Status change_pin(CardLink& card, const std::string& old_pin, const std::string& new_pin);
+  // The journal number of the authorisation; no money moves.
+  Result<std::uint64_t> pre_authorise(CardLink& card, std::uint32_t amount_fen,
+                                      const std::string& pin);
+  SaleResult complete(CardLink& card, std::uint64_t preauth_no, std::uint32_t final_fen);
+  Status cancel_pre_authorisation(std::uint64_t preauth_no, const std::string& password);
+  // Recharge through `point` (set up on CHANNEL_MERCHANT_POS with this POS's terminal id).
+  OnlineLoad recharge(CardLink& card, RechargePoint& point, const std::string& order_id,
+                      std::uint32_t amount_fen);
+  PosStatistics statistics() const;
 
   bool last_sale_uncertain() const { return uncertain_; }
   const std::deque<JournalEntry>& journal() const { return journal_; }
@@ -111,6 +158,9 @@ class MerchantPos {
   std::uint64_t next_no_ = 1;
   std::uint64_t batch_ = 1;
   bool uncertain_ = false;
+  std::uint64_t wrong_pins_ = 0;
+  std::uint64_t pin_changes_ = 0;
+  std::uint64_t recharges_refused_ = 0;
 };
 
 std::string receipt_text(const JournalEntry& e, const std::string& merchant_id);

@@ -48,6 +48,7 @@ struct UploadCounters {
   std::uint64_t records_accepted = 0;
   std::uint64_t records_duplicate = 0;
   std::uint64_t records_rejected = 0;  // acked, but refused by the backend (bad TAC, ...)
+  std::int64_t amount_fen_acked = 0;   // the declared totals of acknowledged batches, summed
   std::uint64_t failures = 0;          // timeouts, link down, error or unreadable replies
   std::uint64_t sign_failures = 0;     // the PSAM could not sign a batch
 };
