@@ -245,6 +245,9 @@ int l_stats(lua_State* L) {
     set_int(L, "transfers", static_cast<std::int64_t>(s.transfers));
     set_int(L, "backend_crashes", static_cast<std::int64_t>(s.backend_crashes));
     set_int(L, "max_clock_error_ms", s.max_clock_error_us / 1000);
+    set_int(L, "refusals_blacklisted", static_cast<std::int64_t>(s.refusals_blacklisted));
+    set_int(L, "syncs", static_cast<std::int64_t>(s.syncs));
+    set_int(L, "sync_failures", static_cast<std::int64_t>(s.sync_failures));
     lua_pushboolean(L, ctx(L).world.backend_up());
     lua_setfield(L, -2, "backend_up");
     return 1;
@@ -489,6 +492,114 @@ int l_seed(lua_State* L) {
   return 1;
 }
 
+// A card argument: its 1-based number in the city.
+std::size_t card_arg(lua_State* L, int idx, const char* fn) {
+  if (!lua_isinteger(L, idx)) {
+    throw std::invalid_argument(std::string(fn) + " takes a card number (1..cards.count)");
+  }
+  const lua_Integer n = lua_tointeger(L, idx);
+  if (n < 1) throw std::invalid_argument(std::string(fn) + ": card numbers start at 1");
+  return static_cast<std::size_t>(n - 1);
+}
+
+template <class T>
+T value_or_throw(Result<T> r) {
+  if (!r.is_ok()) throw std::runtime_error(r.status().message());
+  return std::move(r).value();
+}
+
+// blacklist(card [, listed = true]) -> the backend's new blacklist version
+int l_blacklist(lua_State* L) {
+  return guarded(L, [&] {
+    ScenarioContext& c = ctx(L);
+    const std::size_t card = card_arg(L, 1, "blacklist");
+    const bool listed = lua_isnoneornil(L, 2) ? true : lua_toboolean(L, 2);
+    const std::uint64_t v = value_or_throw(c.world.blacklist_card(card, listed));
+    c.summary.knobs["operator.blacklist"].push_back(
+        {{"t_us", c.world.loop().now_us()}, {"card", static_cast<std::int64_t>(card + 1)},
+         {"listed", listed}});
+    lua_pushinteger(L, static_cast<lua_Integer>(v));
+    return 1;
+  });
+}
+
+// blacklist_version() -> the backend's blacklist version after the last blacklist() (0: none)
+int l_blacklist_version(lua_State* L) {
+  lua_pushinteger(L, static_cast<lua_Integer>(ctx(L).world.blacklist_version()));
+  return 1;
+}
+
+// fare_table { route = "R1", flat_fen = 250 } -> the new parameter version
+int l_fare_table(lua_State* L) {
+  return guarded(L, [&] {
+    require_table(L, "fare_table");
+    ScenarioContext& c = ctx(L);
+    const std::string route = opt_string_field(L, 1, "route", "");
+    const std::int64_t fare = opt_int_field(L, 1, "flat_fen", 0);
+    if (route.empty()) throw std::invalid_argument("fare_table needs a route");
+    if (fare < 1 || fare > 100'000) throw std::invalid_argument("flat_fen must be 1..100000");
+    const std::uint64_t v = value_or_throw(c.world.publish_flat_fare(route, fare));
+    c.summary.knobs["operator.fare_tables"].push_back(
+        {{"t_us", c.world.loop().now_us()}, {"route", route}, {"flat_fen", fare}});
+    lua_pushinteger(L, static_cast<lua_Integer>(v));
+    return 1;
+  });
+}
+
+// buses() -> { { vehicle=, route=, fare_fen=, blacklist_version=, blacklist_size=,
+//                params_version=, queued_records= }, ... }
+int l_buses(lua_State* L) {
+  return guarded(L, [&] {
+    const auto buses = ctx(L).world.buses();
+    lua_createtable(L, static_cast<int>(buses.size()), 0);
+    lua_Integer i = 0;
+    for (const auto& b : buses) {
+      lua_createtable(L, 0, 7);
+      lua_pushstring(L, b.vehicle.c_str());
+      lua_setfield(L, -2, "vehicle");
+      lua_pushstring(L, b.route.c_str());
+      lua_setfield(L, -2, "route");
+      set_int(L, "fare_fen", b.fare_fen);
+      set_int(L, "blacklist_version", static_cast<std::int64_t>(b.blacklist_version));
+      set_int(L, "blacklist_size", static_cast<std::int64_t>(b.blacklist_size));
+      set_int(L, "params_version", static_cast<std::int64_t>(b.params_version));
+      set_int(L, "queued_records", static_cast<std::int64_t>(b.queued_records));
+      lua_rawseti(L, -2, ++i);
+    }
+    return 1;
+  });
+}
+
+// tap { card = 17, vehicle = "R1-B2" } -> ok, reason (refusal name) or amount_fen
+int l_tap(lua_State* L) {
+  return guarded(L, [&] {
+    require_table(L, "tap");
+    ScenarioContext& c = ctx(L);
+    lua_getfield(L, 1, "card");
+    const std::size_t card = card_arg(L, -1, "tap");
+    lua_pop(L, 1);
+    const std::string vehicle = opt_string_field(L, 1, "vehicle", "");
+    const TapOutcome o = value_or_throw(c.world.tap_card(card, vehicle));
+    lua_pushboolean(L, o.ok);
+    if (o.ok) {
+      lua_pushinteger(L, o.amount_fen);
+    } else {
+      lua_pushstring(L, o.reason.c_str());
+    }
+    return 2;
+  });
+}
+
+// card_serial(card) -> the card's application serial, hex
+int l_card_serial(lua_State* L) {
+  return guarded(L, [&] {
+    const std::size_t card = card_arg(L, 1, "card_serial");
+    if (card >= ctx(L).world.card_count()) throw std::invalid_argument("no such card");
+    lua_pushstring(L, ctx(L).world.card_serial_hex(card).c_str());
+    return 1;
+  });
+}
+
 }  // namespace
 
 void record_expectation(ScenarioContext& c, reports::Expectation e) {
@@ -507,6 +618,9 @@ void install_api(LuaSandbox& sandbox, ScenarioContext& context) {
       {"now", l_now},           {"seed", l_seed},         {"riders", l_riders},
       {"faults", l_faults},     {"outage", l_outage},     {"backend_crash", l_backend_crash},
       {"at", l_at},             {"expect_within", l_expect_within},
+      {"blacklist", l_blacklist}, {"blacklist_version", l_blacklist_version},
+      {"fare_table", l_fare_table}, {"buses", l_buses},   {"tap", l_tap},
+      {"card_serial", l_card_serial},
   };
   for (const auto& f : kApi) sandbox.set_global_function(f.name, f.func, &context);
 }

@@ -209,7 +209,9 @@ INSTANTIATE_TEST_SUITE_P(
                       LibraryCase{"backend_crash", "backend_amnesia"},
                       LibraryCase{"lossy_network", "ack_on_failure"},
                       LibraryCase{"clock_drift", "ack_on_failure"},
-                      LibraryCase{"commuters", "no_transfers"}),
+                      LibraryCase{"commuters", "no_transfers"},
+                      LibraryCase{"blacklist_outage", "stale_blacklist"},
+                      LibraryCase{"blacklist_outage", "stale_fares"}),
     [](const auto& info) { return std::string(info.param.scenario) + "_" + info.param.defect; });
 
 // Determinism: three library scenarios, twice each, same digests.

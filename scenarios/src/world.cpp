@@ -39,6 +39,9 @@ struct World::Bus {
   std::unique_ptr<devices::Psam> psam;
   std::unique_ptr<sim::Channel> channel;
   std::unique_ptr<devices::BusValidator> validator;
+  devices::BlacklistCache blacklist;
+  std::uint64_t params_version = 0;
+  bool syncing = false;  // a blacklist/parameter pull is under way
 };
 
 // Wraps a bus's channel so every acknowledgement lands in the trace; the validator sees the
@@ -71,8 +74,10 @@ class World::TracingChannel final : public sim::Channel {
         r = protocol::wire::encode(fake);
       }
       if (!r.is_ok()) {
-        world_.trace_.event(world_.loop_.now_us(), "upload_failed",
-                            {{"terminal", terminal_}, {"why", r.status().to_string()}});
+        if (upload) {
+          world_.trace_.event(world_.loop_.now_us(), "upload_failed",
+                              {{"terminal", terminal_}, {"why", r.status().to_string()}});
+        }
       } else if (auto env = protocol::wire::decode(*r); env && env->has_upload_ack()) {
         const auto& ack = env->upload_ack();
         world_.trace_.event(world_.loop_.now_us(), "upload_ack",
@@ -165,6 +170,7 @@ Status World::build(const CityConfig& config) {
       vc.upload_interval_us = config.upload_interval_us;
       bus->validator =
           std::make_unique<devices::BusValidator>(vc, *bus->psam, *bus->clock, *bus->channel);
+      bus->validator->set_blacklist(bus->blacklist.predicate());
       buses_.push_back(std::move(bus));
     }
   }
@@ -190,6 +196,8 @@ void World::schedule_poll(std::size_t bus_index, std::int64_t at_us) {
   loop_.schedule_at(at_us, [this, bus_index] {
     auto& v = *buses_[bus_index]->validator;
     v.poll();
+    // When a bus talks to the backend it also asks what changed: blacklist, then parameters.
+    if (!buses_[bus_index]->syncing) sync_blacklist(bus_index);
     // Keep polling while the run goes on; run_until() bounds how far the loop runs.
     schedule_poll(bus_index, loop_.now_us() + config_.upload_interval_us);
   });
@@ -197,7 +205,7 @@ void World::schedule_poll(std::size_t bus_index, std::int64_t at_us) {
 
 const std::vector<std::string>& known_defects() {
   static const std::vector<std::string> kDefects{"ack_on_failure", "corrupt_tac", "backend_amnesia",
-                                                 "no_transfers"};
+                                                 "no_transfers",   "stale_blacklist", "stale_fares"};
   return kDefects;
 }
 
@@ -233,6 +241,7 @@ Status World::open_backend() {
   if (!opened) return opened.status();
   backend_ = std::move(opened).value();
   backend_up_ = true;
+  operator_.reset();  // logs in again on the next operator action
   return Status::ok();
 }
 
@@ -405,7 +414,8 @@ void World::schedule_arrival(std::int64_t at_us, std::int64_t to_us, double mean
   });
 }
 
-void World::tap(std::size_t card_index, std::size_t bus_index, const char* leg) {
+TapOutcome World::tap(std::size_t card_index, std::size_t bus_index, const char* leg) {
+  TapOutcome out;
   devices::CpuCard& card = cards_[card_index];
   devices::BusValidator& v = *buses_[bus_index]->validator;
   devices::DirectLink link(card);
@@ -424,13 +434,182 @@ void World::tap(std::size_t card_index, std::size_t bus_index, const char* leg) 
     ev["amount_fen"] = r.record.amount_fen();
     ev["counter"] = r.record.card_counter();
     ev["balance_after_fen"] = card.balance_fen();
+    out.ok = true;
+    out.amount_fen = r.record.amount_fen();
   } else {
     ++stats_.refusals;
     if (*r.refusal == devices::Refusal::kInsufficientBalance) ++stats_.refusals_insufficient;
+    if (*r.refusal == devices::Refusal::kBlacklisted) ++stats_.refusals_blacklisted;
     ev["reason"] = devices::refusal_name(*r.refusal);
+    out.reason = devices::refusal_name(*r.refusal);
     if (r.sw) ev["sw"] = r.sw;
   }
   trace_.event(loop_.now_us(), "swipe", std::move(ev));
+  return out;
+}
+
+// ---- blacklist and parameters: what a bus pulls when it talks to the backend ----
+
+void World::sync_blacklist(std::size_t bus_index) {
+  Bus& bus = *buses_[bus_index];
+  bus.syncing = true;
+  citycard::wire::Envelope env;
+  env.set_request_id(++sync_request_id_);
+  auto* req = env.mutable_blacklist_request();
+  req->set_terminal_id(protocol::wire::field(bus.psam->terminal_id()));
+  const std::uint64_t since = bus.blacklist.version();
+  req->set_since_version(since);
+  bus.channel->request(protocol::wire::encode(env), [this, bus_index, since](Result<Bytes> r) {
+    Bus& b = *buses_[bus_index];
+    auto env = r.is_ok() ? protocol::wire::decode(*r) : Result<citycard::wire::Envelope>(r.status());
+    if (!env || !env->has_blacklist_reply()) {
+      ++stats_.sync_failures;
+      b.syncing = false;  // ask again at the next poll
+      return;
+    }
+    ++stats_.syncs;
+    const auto& page = env->blacklist_reply();
+    if (!defect("stale_blacklist")) {
+      const std::uint64_t before = b.blacklist.version();
+      if (Status s = b.blacklist.apply(page, since); !s) {
+        trace_.event(loop_.now_us(), "blacklist_refused",
+                     {{"vehicle", b.validator->config().vehicle}, {"why", s.to_string()}});
+        b.syncing = false;
+        return;
+      }
+      if (b.blacklist.version() != before) {
+        trace_.event(loop_.now_us(), "blacklist_applied",
+                     {{"vehicle", b.validator->config().vehicle},
+                      {"version", b.blacklist.version()},
+                      {"size", b.blacklist.size()}});
+      }
+      if (page.more()) {
+        sync_blacklist(bus_index);
+        return;
+      }
+    }
+    sync_params(bus_index);
+  });
+}
+
+void World::sync_params(std::size_t bus_index) {
+  Bus& bus = *buses_[bus_index];
+  citycard::wire::Envelope env;
+  env.set_request_id(++sync_request_id_);
+  auto* req = env.mutable_params_request();
+  req->set_terminal_id(protocol::wire::field(bus.psam->terminal_id()));
+  req->set_since_version(bus.params_version);
+  bus.channel->request(protocol::wire::encode(env), [this, bus_index](Result<Bytes> r) {
+    Bus& b = *buses_[bus_index];
+    b.syncing = false;
+    auto env = r.is_ok() ? protocol::wire::decode(*r) : Result<citycard::wire::Envelope>(r.status());
+    if (!env || !env->has_params_reply()) {
+      ++stats_.sync_failures;
+      return;
+    }
+    ++stats_.syncs;
+    if (defect("stale_fares")) return;
+    const auto& page = env->params_reply();
+    auto& v = *b.validator;
+    for (const auto& table : page.fares()) {
+      // A bus validator charges a flat fare: it takes its route's flat table.
+      if (table.table_id() == v.config().route && table.kind() == 0 && table.flat_fen() > 0 &&
+          static_cast<std::int64_t>(v.config().fare_fen) != table.flat_fen()) {
+        v.set_fare_fen(static_cast<std::uint32_t>(table.flat_fen()));
+        trace_.event(loop_.now_us(), "fare_applied",
+                     {{"vehicle", v.config().vehicle}, {"fare_fen", table.flat_fen()},
+                      {"version", page.version()}});
+      }
+    }
+    b.params_version = page.version();
+    if (page.more()) {
+      b.syncing = true;
+      sync_params(bus_index);
+    }
+  });
+}
+
+Status World::ensure_operator() {
+  if (!backend_up_) return Status(Errc::kUnavailable, "the backend is down");
+  if (operator_) return Status::ok();
+  // The scripted operator: the first admin of the run's fresh database.
+  const std::string password = "operator-" + std::to_string(seed_);
+  Status b = backend_->users().bootstrap_admin("operator", password);
+  if (!b && b.code() != Errc::kRejected) return b;
+  auto session = backend_->users().login("operator", password);
+  if (!session) return session.status();
+  operator_ = *session;
+  return Status::ok();
+}
+
+Result<std::uint64_t> World::blacklist_card(std::size_t card_index, bool listed) {
+  if (!built()) return Status(Errc::kInvalidArgument, "call city{} before blacklist()");
+  if (card_index >= cards_.size()) {
+    return Status(Errc::kInvalidArgument,
+                  "no card " + std::to_string(card_index + 1) + " (cards are 1.." +
+                      std::to_string(cards_.size()) + ")");
+  }
+  if (!backend_up_) return Status(Errc::kUnavailable, "the backend is down");
+  auto& risk = backend_->risk();
+  auto tx = backend_->store().begin();
+  if (!tx) return tx.status();
+  const protocol::Serial8 serial = cards_[card_index].serial();
+  Status s = listed ? risk.list_card(serial, "operator (scenario)") : risk.unlist_card(serial);
+  if (!s) return s;
+  auto version = risk.blacklist_version();
+  if (!version) return version.status();
+  if (Status c = tx->commit(); !c) return c;
+  blacklist_version_ = *version;
+  trace_.event(loop_.now_us(), listed ? "blacklist" : "unblacklist",
+               {{"card", to_hex(serial)}, {"version", *version}});
+  return *version;
+}
+
+Result<std::uint64_t> World::publish_flat_fare(const std::string& route, std::int64_t fare_fen) {
+  if (!built()) return Status(Errc::kInvalidArgument, "call city{} before fare_table{}");
+  bool known = false;
+  for (const auto& b : buses_) known |= b->validator->config().route == route;
+  if (!known) return Status(Errc::kInvalidArgument, "no route '" + route + "' in the city");
+  if (Status s = ensure_operator(); !s) return s;
+  citycard::wire::FareTable t;
+  t.set_table_id(route);
+  t.set_kind(0);
+  t.set_flat_fen(fare_fen);
+  auto version = backend_->fares().publish_fare_table(*operator_, t);
+  if (!version) return version.status();
+  params_version_ = *version;
+  trace_.event(loop_.now_us(), "fare_table",
+               {{"route", route}, {"flat_fen", fare_fen}, {"version", *version}});
+  return *version;
+}
+
+std::vector<BusView> World::buses() const {
+  std::vector<BusView> out;
+  out.reserve(buses_.size());
+  for (const auto& b : buses_) {
+    const auto& c = b->validator->config();
+    out.push_back({c.vehicle, c.route, static_cast<std::int64_t>(c.fare_fen),
+                   b->blacklist.version(), b->blacklist.size(), b->params_version,
+                   b->validator->queue_length()});
+  }
+  return out;
+}
+
+Result<TapOutcome> World::tap_card(std::size_t card_index, const std::string& vehicle) {
+  if (!built()) return Status(Errc::kInvalidArgument, "call city{} before tap{}");
+  if (card_index >= cards_.size()) {
+    return Status(Errc::kInvalidArgument,
+                  "no card " + std::to_string(card_index + 1) + " (cards are 1.." +
+                      std::to_string(cards_.size()) + ")");
+  }
+  for (std::size_t i = 0; i < buses_.size(); ++i) {
+    if (buses_[i]->validator->config().vehicle == vehicle) return tap(card_index, i, "by_hand");
+  }
+  return Status(Errc::kInvalidArgument, "no bus '" + vehicle + "' in the city");
+}
+
+std::string World::card_serial_hex(std::size_t card_index) const {
+  return card_index < cards_.size() ? to_hex(cards_[card_index].serial()) : std::string();
 }
 
 Status World::run_until(std::int64_t t_us) {
