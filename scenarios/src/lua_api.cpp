@@ -24,6 +24,11 @@ void require_table(lua_State* L, const char* fn) {
 // "07:30" on the city's start day -> virtual microseconds since the start.
 std::int64_t virtual_us_of(ScenarioContext& c, const std::string& text) {
   if (!c.world.built()) throw std::invalid_argument("call city{} before naming times of day");
+  if (std::int64_t at; parse_calendar(text, at)) {  // "2026-11-24 07:30": another day
+    const std::int64_t since = at - c.world.config().start_epoch2000_s;
+    if (since < 0) throw std::invalid_argument("'" + text + "' is before the city's start");
+    return since * 1'000'000;
+  }
   std::int64_t tod;
   if (!parse_time_of_day(text, tod)) {
     throw std::invalid_argument("'" + text + "' is not a time of day like \"07:30\"");
@@ -546,6 +551,36 @@ int l_fare_table(lua_State* L) {
   });
 }
 
+// settle { fee_bp = 20 } -> { batch_id, business_date, lines, gross_fen, fee_fen, net_fen,
+//                             file_fen, confirmed_fen, differences, first_difference,
+//                             settled_through }
+int l_settle(lua_State* L) {
+  return guarded(L, [&] {
+    ScenarioContext& c = ctx(L);
+    std::int64_t fee_bp = 0;
+    if (lua_istable(L, 1)) {
+      fee_bp = opt_int_field(L, 1, "fee_bp", 0);
+    } else if (!lua_isnoneornil(L, 1)) {
+      throw std::invalid_argument("settle takes a table or nothing");
+    }
+    const SettleOutcome o = value_or_throw(c.world.settle(fee_bp));
+    lua_createtable(L, 0, 11);
+    set_int(L, "batch_id", o.batch_id);
+    set_int(L, "business_date", o.business_date);
+    set_int(L, "lines", static_cast<std::int64_t>(o.lines));
+    set_int(L, "gross_fen", o.gross_fen);
+    set_int(L, "fee_fen", o.fee_fen);
+    set_int(L, "net_fen", o.net_fen);
+    set_int(L, "file_fen", o.file_fen);
+    set_int(L, "confirmed_fen", o.confirmed_fen);
+    set_int(L, "differences", static_cast<std::int64_t>(o.differences));
+    lua_pushstring(L, o.first_difference.c_str());
+    lua_setfield(L, -2, "first_difference");
+    set_int(L, "settled_through", o.settled_through);
+    return 1;
+  });
+}
+
 // buses() -> { { vehicle=, route=, fare_fen=, blacklist_version=, blacklist_size=,
 //                params_version=, queued_records= }, ... }
 int l_buses(lua_State* L) {
@@ -620,7 +655,7 @@ void install_api(LuaSandbox& sandbox, ScenarioContext& context) {
       {"at", l_at},             {"expect_within", l_expect_within},
       {"blacklist", l_blacklist}, {"blacklist_version", l_blacklist_version},
       {"fare_table", l_fare_table}, {"buses", l_buses},   {"tap", l_tap},
-      {"card_serial", l_card_serial},
+      {"card_serial", l_card_serial}, {"settle", l_settle},
   };
   for (const auto& f : kApi) sandbox.set_global_function(f.name, f.func, &context);
 }

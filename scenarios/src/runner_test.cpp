@@ -211,7 +211,8 @@ INSTANTIATE_TEST_SUITE_P(
                       LibraryCase{"clock_drift", "ack_on_failure"},
                       LibraryCase{"commuters", "no_transfers"},
                       LibraryCase{"blacklist_outage", "stale_blacklist"},
-                      LibraryCase{"blacklist_outage", "stale_fares"}),
+                      LibraryCase{"blacklist_outage", "stale_fares"},
+                      LibraryCase{"settlement_month", "bank_drops_file"}),
     [](const auto& info) { return std::string(info.param.scenario) + "_" + info.param.defect; });
 
 // Determinism: three library scenarios, twice each, same digests.

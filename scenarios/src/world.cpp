@@ -176,6 +176,7 @@ Status World::build(const CityConfig& config) {
   }
   if (Status s = tx->commit(); !s) return s;
   built_ = true;
+  start_yyyymmdd_ = backend_->calendar().today_yyyymmdd();
 
   // Buses start polling at a random offset within the first interval, so uploads spread out.
   sim::Rng offsets = rng_.fork("upload-offsets");
@@ -205,7 +206,8 @@ void World::schedule_poll(std::size_t bus_index, std::int64_t at_us) {
 
 const std::vector<std::string>& known_defects() {
   static const std::vector<std::string> kDefects{"ack_on_failure", "corrupt_tac", "backend_amnesia",
-                                                 "no_transfers",   "stale_blacklist", "stale_fares"};
+                                                 "no_transfers",   "stale_blacklist", "stale_fares",
+                                                 "bank_drops_file"};
   return kDefects;
 }
 
@@ -242,6 +244,8 @@ Status World::open_backend() {
   backend_ = std::move(opened).value();
   backend_up_ = true;
   operator_.reset();  // logs in again on the next operator action
+  finance_[0].reset();
+  finance_[1].reset();
   return Status::ok();
 }
 
@@ -581,6 +585,73 @@ Result<std::uint64_t> World::publish_flat_fare(const std::string& route, std::in
   trace_.event(loop_.now_us(), "fare_table",
                {{"route", route}, {"flat_fen", fare_fen}, {"version", *version}});
   return *version;
+}
+
+Result<SettleOutcome> World::settle(std::int64_t fee_bp) {
+  if (!built()) return Status(Errc::kInvalidArgument, "call city{} before settle{}");
+  if (fee_bp < 0 || fee_bp > 10'000) return Status(Errc::kInvalidArgument, "fee_bp must be 0..10000");
+  if (Status s = ensure_operator(); !s) return s;
+  auto& users = backend_->users();
+  for (int i = 0; i < 2; ++i) {
+    if (finance_[i]) continue;
+    const std::string name = "finance-" + std::to_string(i + 1);
+    const std::string password = "finance-" + std::to_string(seed_) + "-" + std::to_string(i);
+    Status c = users.create_user(*operator_, {name, password, backend::Role::kFinance, ""});
+    if (!c && c.code() != Errc::kDuplicate && c.code() != Errc::kRejected) return c;
+    auto session = users.login(name, password);
+    if (!session) return session.status();
+    finance_[i] = *session;
+  }
+  auto& merchants = backend_->merchants();
+  if (!merchants.find(config_.operator_id)) {
+    backend::MerchantParams m;
+    m.merchant_id = config_.operator_id;
+    m.name = "Bus operator " + config_.operator_id;
+    m.kind = backend::MerchantKind::kTransit;
+    m.cycle = backend::SettlementCycle::kDaily;
+    m.txn_fee_bp = fee_bp;
+    m.bank_name = "ICBC";
+    m.bank_account = "6222000" + std::to_string(seed_ % 100000);
+    m.account_name = config_.operator_id + " Ltd";
+    m.start_date = start_yyyymmdd_;
+    if (Status c = merchants.create(*operator_, m); !c) return c;
+  }
+  auto& settlement = backend_->settlement();
+  SettleOutcome out;
+  auto batch = settlement.prepare(*finance_[0]);
+  if (!batch) return batch.status();
+  out.batch_id = batch->id;
+  out.business_date = batch->business_date;
+  out.lines = batch->lines.size();
+  out.gross_fen = batch->gross_fen;
+  out.fee_fen = batch->fee_fen;
+  out.net_fen = batch->net_fen;
+  if (batch->lines.empty()) {
+    if (Status c = settlement.cancel(*finance_[0], batch->id); !c) return c;
+    out.batch_id = 0;
+  } else {
+    if (Status a = settlement.approve(*finance_[1], batch->id); !a) return a;
+    auto file = settlement.write_bank_file(*finance_[0], batch->id);
+    if (!file) return file.status();
+    out.file_fen = file->total_fen;
+    if (!defect("bank_drops_file") && file->lines > 0) {
+      auto paid = backend_->bank().execute_payout_file(file->contents);
+      if (!paid) return paid.status();
+    }
+  }
+  auto rec = settlement.reconcile_bank(*finance_[0], backend_->calendar().today_yyyymmdd());
+  if (!rec) return rec.status();
+  out.confirmed_fen = rec->payouts_confirmed_fen;
+  out.differences = rec->differences.size();
+  if (!rec->differences.empty()) out.first_difference = rec->differences.front().detail;
+  if (auto r = merchants.get(*operator_, config_.operator_id); r) {
+    out.settled_through = r->settled_through;
+  }
+  trace_.event(loop_.now_us(), "settlement",
+               {{"batch", out.batch_id}, {"date", out.business_date}, {"lines", out.lines},
+                {"gross_fen", out.gross_fen}, {"net_fen", out.net_fen},
+                {"confirmed_fen", out.confirmed_fen}, {"differences", out.differences}});
+  return out;
 }
 
 std::vector<BusView> World::buses() const {

@@ -190,6 +190,32 @@ TEST(WorldOperator, BadOperatorActionsAreRefusedWithAReasonAndChangeNothing) {
   EXPECT_TRUE(r.world.blacklist_card(1, true).is_ok());  // up again
 }
 
+TEST(WorldOperator, SettlementPaysYesterdaysClearingOnceAndTheBankConfirmsIt) {
+  CityRun r(10);
+  ASSERT_TRUE(r.world.build(small_city()).is_ok());
+  EXPECT_EQ(r.world.settle(-1).status().code(), Errc::kInvalidArgument);
+  ASSERT_TRUE(r.world.add_phase(0, 3600'000'000, 1000).is_ok());
+  const std::int64_t next_day_1am = (24 - 7 + 1) * 3600'000'000LL;  // the city starts at 07:00
+  ASSERT_TRUE(r.world.run_until(next_day_1am).is_ok());
+  const std::int64_t cleared = r.world.stats().backend_amount_fen;
+  ASSERT_GT(cleared, 0);
+  auto s = r.world.settle(20);
+  ASSERT_TRUE(s.is_ok()) << s.status().message();
+  EXPECT_NE(s->batch_id, 0);
+  EXPECT_EQ(s->gross_fen, cleared);
+  EXPECT_EQ(s->fee_fen, (cleared * 20 + 5000) / 10000);
+  EXPECT_EQ(s->net_fen + s->fee_fen, s->gross_fen);
+  EXPECT_EQ(s->confirmed_fen, s->net_fen);
+  EXPECT_EQ(s->differences, 0u);
+  EXPECT_EQ(s->settled_through, 20261123);
+  // Nothing more is due: no second payment.
+  auto again = r.world.settle(20);
+  ASSERT_TRUE(again.is_ok()) << again.status().message();
+  EXPECT_EQ(again->batch_id, 0);
+  EXPECT_EQ(again->gross_fen, 0);
+  EXPECT_TRUE(r.world.conservation().is_ok()) << r.world.conservation().message();
+}
+
 TEST(WorldTimes, ParsesCalendarAndTimeOfDay) {
   std::int64_t s = 0;
   ASSERT_TRUE(parse_calendar("2000-01-02 00:00", s));

@@ -98,6 +98,22 @@ struct BusView {
   std::size_t queued_records = 0;
 };
 
+// What settle{} did: one settlement batch of the bus operator's due periods, approved by a
+// second finance user, paid through the bank file and reconciled with the bank's statement.
+struct SettleOutcome {
+  std::int64_t batch_id = 0;      // 0: nothing was due
+  int business_date = 0;          // YYYYMMDD
+  std::size_t lines = 0;
+  std::int64_t gross_fen = 0;
+  std::int64_t fee_fen = 0;
+  std::int64_t net_fen = 0;
+  std::int64_t file_fen = 0;      // in the bank payment file
+  std::int64_t confirmed_fen = 0; // payouts the bank's statement confirmed
+  std::size_t differences = 0;    // reconciliation differences
+  std::string first_difference;
+  int settled_through = 0;        // the operator's last settled day (YYYYMMDD)
+};
+
 // What a tap by hand (tap{} in Lua) did.
 struct TapOutcome {
   bool ok = false;
@@ -113,6 +129,7 @@ struct TapOutcome {
 //   no_transfers     riders never change buses
 //   stale_blacklist  buses fetch blacklist pages but never apply them
 //   stale_fares      buses fetch fare tables but never apply them
+//   bank_drops_file  the bank never executes settlement payment files
 const std::vector<std::string>& known_defects();
 
 class World {
@@ -159,6 +176,10 @@ class World {
   // Publishes a flat fare table for a route; returns the new parameter version. Buses apply it
   // when they next pull parameters.
   Result<std::uint64_t> publish_flat_fare(const std::string& route, std::int64_t fare_fen);
+  // Runs settlement for the bus operator (made a transit merchant with `fee_bp` on its first
+  // settlement, settling daily from the city's first day): prepare (finance user 1), approve
+  // (finance user 2), bank file, the bank pays it, reconcile today's statement.
+  Result<SettleOutcome> settle(std::int64_t fee_bp);
   // The backend's blacklist version as of the last operator action (0: none).
   std::uint64_t blacklist_version() const { return blacklist_version_; }
   std::uint64_t params_version() const { return params_version_; }
@@ -209,6 +230,8 @@ class World {
   std::uint64_t params_version_ = 0;
   std::uint64_t sync_request_id_ = std::uint64_t{1} << 40;  // apart from upload request ids
   std::optional<backend::Session> operator_;  // the scripted operator's session
+  std::optional<backend::Session> finance_[2];  // preparer and approver (four eyes)
+  int start_yyyymmdd_ = 0;
 };
 
 // "2026-11-23 07:00" or "2026-11-23 07:00:30" -> seconds since 2000-01-01; false if malformed.
