@@ -252,6 +252,9 @@ int l_stats(lua_State* L) {
     set_int(L, "max_clock_error_ms", s.max_clock_error_us / 1000);
     set_int(L, "refusals_blacklisted", static_cast<std::int64_t>(s.refusals_blacklisted));
     set_int(L, "syncs", static_cast<std::int64_t>(s.syncs));
+    set_int(L, "torn", static_cast<std::int64_t>(s.torn));
+    set_int(L, "retaps", static_cast<std::int64_t>(s.retaps));
+    set_int(L, "recovered", static_cast<std::int64_t>(s.recovered));
     set_int(L, "sync_failures", static_cast<std::int64_t>(s.sync_failures));
     lua_pushboolean(L, ctx(L).world.backend_up());
     lua_setfield(L, -2, "backend_up");
@@ -384,12 +387,40 @@ int l_faults(lua_State* L) {
     f.network.latency_us_jitter = opt_int_field(L, 1, "jitter_ms", f.network.latency_us_jitter / 1000) * 1000;
     f.network.timeout_us = opt_int_field(L, 1, "timeout_ms", f.network.timeout_us / 1000) * 1000;
     f.clock_drift_ppm_stddev = opt_number_field(L, 1, "clock_drift_ppm", 0);
+    f.tear_probability = opt_number_field(L, 1, "tear", 0);
+    lua_getfield(L, 1, "tear_at");
+    if (lua_istable(L, -1)) {
+      f.tear_tap = opt_int_field(L, -1, "tap", 0);
+      f.tear_apdu = opt_int_field(L, -1, "apdu", 0);
+      const std::string when = opt_string_field(L, -1, "when", "after");
+      using W = devices::TearingLink::When;
+      if (when == "before") {
+        f.tear_when = W::kBeforeCommand;
+      } else if (when == "after") {
+        f.tear_when = W::kAfterCommand;
+      } else if (when == "during") {
+        f.tear_when = W::kDuringCommand;
+      } else {
+        throw std::invalid_argument("tear_at.when must be \"before\", \"after\" or \"during\"");
+      }
+      if (f.tear_tap < 1 || f.tear_apdu < 0 || f.tear_apdu > 64) {
+        throw std::invalid_argument("tear_at needs tap >= 1 and apdu in 0..64");
+      }
+    } else if (!lua_isnil(L, -1)) {
+      throw std::invalid_argument("field 'tear_at' must be a table { tap, apdu, when }");
+    }
+    lua_pop(L, 1);
     check(c.world.set_faults(f));
     auto& k = c.summary.knobs;
     k["faults.link_loss_probability"] = f.network.loss_probability;
     k["faults.duplicate_probability"] = f.network.duplicate_probability;
     k["faults.reorder_probability"] = f.network.reorder_probability;
     k["faults.clock_drift_ppm_stddev"] = f.clock_drift_ppm_stddev;
+    k["faults.tear_probability"] = f.tear_probability;
+    if (f.tear_tap > 0) {
+      k["faults.tear_at"] = {{"tap", f.tear_tap}, {"apdu", f.tear_apdu},
+                             {"when", static_cast<int>(f.tear_when)}};
+    }
     k["network.latency_us_mean"] = f.network.latency_us_mean;
     k["network.latency_us_jitter"] = f.network.latency_us_jitter;
     k["network.timeout_us"] = f.network.timeout_us;
@@ -625,6 +656,22 @@ int l_tap(lua_State* L) {
   });
 }
 
+// card_check() -> { cards, off, first_problem, opening_fen, balance_fen, recorded_fen }
+int l_card_check(lua_State* L) {
+  return guarded(L, [&] {
+    const CardCheck k = ctx(L).world.check_cards();
+    lua_createtable(L, 0, 6);
+    set_int(L, "cards", static_cast<std::int64_t>(k.cards));
+    set_int(L, "off", static_cast<std::int64_t>(k.off));
+    lua_pushstring(L, k.first_problem.c_str());
+    lua_setfield(L, -2, "first_problem");
+    set_int(L, "opening_fen", k.opening_fen);
+    set_int(L, "balance_fen", k.balance_fen);
+    set_int(L, "recorded_fen", k.recorded_fen);
+    return 1;
+  });
+}
+
 // card_serial(card) -> the card's application serial, hex
 int l_card_serial(lua_State* L) {
   return guarded(L, [&] {
@@ -656,6 +703,7 @@ void install_api(LuaSandbox& sandbox, ScenarioContext& context) {
       {"blacklist", l_blacklist}, {"blacklist_version", l_blacklist_version},
       {"fare_table", l_fare_table}, {"buses", l_buses},   {"tap", l_tap},
       {"card_serial", l_card_serial}, {"settle", l_settle},
+      {"card_check", l_card_check},
   };
   for (const auto& f : kApi) sandbox.set_global_function(f.name, f.func, &context);
 }

@@ -212,7 +212,8 @@ INSTANTIATE_TEST_SUITE_P(
                       LibraryCase{"commuters", "no_transfers"},
                       LibraryCase{"blacklist_outage", "stale_blacklist"},
                       LibraryCase{"blacklist_outage", "stale_fares"},
-                      LibraryCase{"settlement_month", "bank_drops_file"}),
+                      LibraryCase{"settlement_month", "bank_drops_file"},
+                      LibraryCase{"tearing_storm", "retap_elsewhere"}),
     [](const auto& info) { return std::string(info.param.scenario) + "_" + info.param.defect; });
 
 // Determinism: three library scenarios, twice each, same digests.

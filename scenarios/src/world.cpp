@@ -117,7 +117,8 @@ World::World(std::uint64_t seed, reports::TraceWriter& trace, std::string db_pat
       trace_(trace),
       db_path_(std::move(db_path)),
       rng_(seed),
-      demand_rng_(rng_.fork("demand")) {}
+      demand_rng_(rng_.fork("demand")),
+      tear_rng_(rng_.fork("tear")) {}
 
 World::~World() = default;
 
@@ -142,6 +143,8 @@ Status World::build(const CityConfig& config) {
     auto image = backend_->issue_card(p);
     if (!image) return image.status();
     cards_.emplace_back(*image, rng_.fork("card-" + std::to_string(i)));
+    opening_fen_.push_back(p.opening_balance_fen);
+    recorded_fen_.push_back(0);
   }
   for (std::int64_t r = 0; r < config.routes; ++r) {
     const std::string route = "R" + std::to_string(r + 1);
@@ -207,7 +210,7 @@ void World::schedule_poll(std::size_t bus_index, std::int64_t at_us) {
 const std::vector<std::string>& known_defects() {
   static const std::vector<std::string> kDefects{"ack_on_failure", "corrupt_tac", "backend_amnesia",
                                                  "no_transfers",   "stale_blacklist", "stale_fares",
-                                                 "bank_drops_file"};
+                                                 "bank_drops_file", "retap_elsewhere"};
   return kDefects;
 }
 
@@ -360,6 +363,9 @@ Status World::set_faults(const FaultConfig& f) {
   for (double p : {n.loss_probability, n.duplicate_probability, n.reorder_probability}) {
     if (!(p >= 0 && p <= 1)) return Status(Errc::kInvalidArgument, "probabilities are in [0, 1]");
   }
+  if (!(f.tear_probability >= 0 && f.tear_probability <= 0.5)) {
+    return Status(Errc::kInvalidArgument, "tear must be a probability in [0, 0.5]");
+  }
   if (f.clock_drift_ppm_stddev < 0 || f.clock_drift_ppm_stddev > 1e5) {
     return Status(Errc::kInvalidArgument, "clock_drift_ppm must be 0..100000");
   }
@@ -418,21 +424,38 @@ void World::schedule_arrival(std::int64_t at_us, std::int64_t to_us, double mean
   });
 }
 
-TapOutcome World::tap(std::size_t card_index, std::size_t bus_index, const char* leg) {
+TapOutcome World::tap(std::size_t card_index, std::size_t bus_index, const char* leg,
+                      int retaps_left) {
   TapOutcome out;
   devices::CpuCard& card = cards_[card_index];
   devices::BusValidator& v = *buses_[bus_index]->validator;
   devices::DirectLink link(card);
-  const devices::TapResult r = v.tap(link);
-  card.reset();  // the card leaves the field
   ++stats_.taps;
+  devices::TapResult r;
+  if (faults_.tear_tap > 0 && static_cast<std::int64_t>(stats_.taps) == faults_.tear_tap) {
+    devices::TearingLink torn(link);
+    torn.tear_at(static_cast<std::uint64_t>(faults_.tear_apdu), faults_.tear_when, 1);
+    r = v.tap(torn);
+  } else if (faults_.tear_probability > 0) {
+    devices::TearingOptions o;
+    o.tear_probability = faults_.tear_probability;
+    devices::RandomTearingLink torn(link, o, sim::Rng(tear_rng_.next_u64()));
+    r = v.tap(torn);
+  } else {
+    r = v.tap(link);
+  }
+  card.reset();  // the card leaves the field (power-on recovery of an interrupted write)
   reports::Json ev{{"card", to_hex(card.serial())},
                    {"route", v.config().route},
                    {"vehicle", v.config().vehicle},
                    {"ok", r.ok()}};
   if (leg) ev["leg"] = leg;
-  if (r.recovered) ev["recovered"] = true;
+  if (r.recovered) {
+    ev["recovered"] = true;
+    ++stats_.recovered;
+  }
   if (r.ok()) {
+    recorded_fen_[card_index] += r.record.amount_fen();
     ++stats_.swipes;
     stats_.validator_amount_fen += r.record.amount_fen();
     ev["amount_fen"] = r.record.amount_fen();
@@ -447,6 +470,19 @@ TapOutcome World::tap(std::size_t card_index, std::size_t bus_index, const char*
     ev["reason"] = devices::refusal_name(*r.refusal);
     out.reason = devices::refusal_name(*r.refusal);
     if (r.sw) ev["sw"] = r.sw;
+    if (*r.refusal == devices::Refusal::kTorn) {
+      ++stats_.torn;
+      // The rider taps again a few seconds later, on the same bus (the one that holds the
+      // grey sale and can complete it).
+      if (retaps_left > 0) {
+        std::size_t again = bus_index;
+        if (defect("retap_elsewhere") && buses_.size() > 1) again = (bus_index + 1) % buses_.size();
+        loop_.schedule_after(2'000'000, [this, card_index, again, retaps_left] {
+          ++stats_.retaps;
+          tap(card_index, again, "retap", retaps_left - 1);
+        });
+      }
+    }
   }
   trace_.event(loop_.now_us(), "swipe", std::move(ev));
   return out;
@@ -677,6 +713,26 @@ Result<TapOutcome> World::tap_card(std::size_t card_index, const std::string& ve
     if (buses_[i]->validator->config().vehicle == vehicle) return tap(card_index, i, "by_hand");
   }
   return Status(Errc::kInvalidArgument, "no bus '" + vehicle + "' in the city");
+}
+
+CardCheck World::check_cards() const {
+  CardCheck c;
+  c.cards = cards_.size();
+  for (std::size_t i = 0; i < cards_.size(); ++i) {
+    const std::int64_t balance = cards_[i].balance_fen();
+    c.opening_fen += opening_fen_[i];
+    c.balance_fen += balance;
+    c.recorded_fen += recorded_fen_[i];
+    if (opening_fen_[i] - balance != recorded_fen_[i]) {
+      if (c.off++ == 0) {
+        c.first_problem = "card " + std::to_string(i + 1) + " (" + to_hex(cards_[i].serial()) +
+                          "): opened with " + std::to_string(opening_fen_[i]) + " fen, holds " +
+                          std::to_string(balance) + ", sales recorded " +
+                          std::to_string(recorded_fen_[i]);
+      }
+    }
+  }
+  return c;
 }
 
 std::string World::card_serial_hex(std::size_t card_index) const {

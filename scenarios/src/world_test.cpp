@@ -216,6 +216,53 @@ TEST(WorldOperator, SettlementPaysYesterdaysClearingOnceAndTheBankConfirmsIt) {
   EXPECT_TRUE(r.world.conservation().is_ok()) << r.world.conservation().message();
 }
 
+// Sweeps the tear over every exchange of a bus purchase, after the command (its answer lost):
+// whichever exchange it hits, the rider's re-tap 2 s later leaves the card charged exactly
+// once, with one record, cleared once.
+TEST(WorldFaults, ATearAtAnyApduIsMadeGoodByTheRetapAndNobodyPaysTwice) {
+  std::size_t torn_runs = 0, recovered_runs = 0;
+  for (std::int64_t apdu = 0; apdu < 16; ++apdu) {
+    CityRun r(12);
+    CityConfig c = small_city();
+    c.balance_fen_min = 5000;
+    c.balance_fen_max = 5000;
+    ASSERT_TRUE(r.world.build(c).is_ok());
+    FaultConfig f;
+    f.network = c.network;
+    f.tear_tap = 1;
+    f.tear_apdu = apdu;
+    f.tear_when = devices::TearingLink::When::kAfterCommand;
+    ASSERT_TRUE(r.world.set_faults(f).is_ok());
+    auto first = r.world.tap_card(4, "R1-B1");
+    ASSERT_TRUE(first.is_ok());
+    if (!first->ok) {
+      EXPECT_EQ(first->reason, "torn") << "apdu " << apdu;
+      ++torn_runs;
+    }
+    ASSERT_TRUE(r.world.run_until(10'000'000).is_ok());
+    const WorldStats s = r.world.stats();
+    recovered_runs += s.recovered;
+    EXPECT_EQ(s.swipes, 1u) << "apdu " << apdu;
+    const CardCheck k = r.world.check_cards();
+    EXPECT_EQ(k.off, 0u) << "apdu " << apdu << ": " << k.first_problem;
+    EXPECT_EQ(k.opening_fen - k.balance_fen, 200) << "apdu " << apdu;  // charged once
+    ASSERT_TRUE(r.world.drain(600'000'000).is_ok());
+    EXPECT_EQ(r.world.stats().backend_amount_fen, 200) << "apdu " << apdu;
+  }
+  EXPECT_GE(torn_runs, 4u);       // the tear hit the purchase's exchanges
+  EXPECT_GE(recovered_runs, 1u);  // at least one after the DEBIT: completed from the proof
+}
+
+TEST(WorldFaults, BadTearKnobIsRefused) {
+  CityRun r(1);
+  ASSERT_TRUE(r.world.build(small_city()).is_ok());
+  FaultConfig f;
+  f.tear_probability = 0.9;
+  Status s = r.world.set_faults(f);
+  EXPECT_EQ(s.code(), Errc::kInvalidArgument);
+  EXPECT_NE(s.message().find("tear"), std::string::npos);
+}
+
 TEST(WorldTimes, ParsesCalendarAndTimeOfDay) {
   std::int64_t s = 0;
   ASSERT_TRUE(parse_calendar("2000-01-02 00:00", s));

@@ -60,6 +60,14 @@ struct RiderConfig {
 struct FaultConfig {
   sim::NetworkOptions network;
   double clock_drift_ppm_stddev = 0;    // per-bus drift, drawn once per bus
+  // Card tearing: per APDU exchange, the chance that the card leaves the field (the split
+  // between before, after and during the command is devices::TearingOptions' default).
+  double tear_probability = 0;
+  // A tear at an exact APDU: the `tear_tap`-th tap of the run (1-based; 0: none) tears at
+  // its exchange `tear_apdu` (0-based), `tear_when` it.
+  std::int64_t tear_tap = 0;
+  std::int64_t tear_apdu = 0;
+  devices::TearingLink::When tear_when = devices::TearingLink::When::kAfterCommand;
 };
 
 struct WorldStats {
@@ -83,6 +91,9 @@ struct WorldStats {
   std::uint64_t trips = 0;
   std::uint64_t backend_crashes = 0;
   std::int64_t max_clock_error_us = 0;       // largest |bus clock - true time| now
+  std::uint64_t torn = 0;                    // taps refused because the card left mid-way
+  std::uint64_t retaps = 0;                  // riders tapping again after a torn tap
+  std::uint64_t recovered = 0;               // taps that completed an earlier torn sale
   std::uint64_t syncs = 0;                   // blacklist/parameter pulls answered
   std::uint64_t sync_failures = 0;           // ... that failed (link down, timeout, error)
 };
@@ -96,6 +107,17 @@ struct BusView {
   std::size_t blacklist_size = 0;
   std::uint64_t params_version = 0;       // of the parameters (fare tables) it applied
   std::size_t queued_records = 0;
+};
+
+// Per-card money check: for every card, opening balance - balance now == the sales recorded
+// for it (records queued or uploaded). A torn sale nobody recovered shows up here.
+struct CardCheck {
+  std::size_t cards = 0;
+  std::size_t off = 0;              // cards that fail the equation
+  std::string first_problem;
+  std::int64_t opening_fen = 0;     // sum over cards
+  std::int64_t balance_fen = 0;
+  std::int64_t recorded_fen = 0;
 };
 
 // What settle{} did: one settlement batch of the bus operator's due periods, approved by a
@@ -130,6 +152,8 @@ struct TapOutcome {
 //   stale_blacklist  buses fetch blacklist pages but never apply them
 //   stale_fares      buses fetch fare tables but never apply them
 //   bank_drops_file  the bank never executes settlement payment files
+//   retap_elsewhere  a rider whose tap tore taps again on another bus (so the terminal holding
+//                    the grey sale never sees the card again and cannot complete it)
 const std::vector<std::string>& known_defects();
 
 class World {
@@ -187,6 +211,7 @@ class World {
   // A tap by hand: card `card_index` on the bus `vehicle` now.
   Result<TapOutcome> tap_card(std::size_t card_index, const std::string& vehicle);
   std::size_t card_count() const { return cards_.size(); }
+  CardCheck check_cards() const;
   std::string card_serial_hex(std::size_t card_index) const;
   backend::Backend& backend() { return *backend_; }  // while up
   sim::EventLoop& loop() { return loop_; }
@@ -196,7 +221,8 @@ class World {
   struct Bus;
   class TracingChannel;
   class BackendProxy;
-  TapOutcome tap(std::size_t card_index, std::size_t bus_index, const char* leg = nullptr);
+  TapOutcome tap(std::size_t card_index, std::size_t bus_index, const char* leg = nullptr,
+                 int retaps_left = 3);
   void schedule_poll(std::size_t bus_index, std::int64_t at_us);
   // Pulls the blacklist (then the parameters) over the bus's link, page by page.
   void sync_blacklist(std::size_t bus_index);
@@ -224,6 +250,9 @@ class World {
   Status restart_error_;
   std::vector<std::string> defects_;  // a backend that failed to restart ends the run
   std::vector<devices::CpuCard> cards_;
+  std::vector<std::int64_t> opening_fen_;   // per card, as issued
+  std::vector<std::int64_t> recorded_fen_;  // per card, sales recorded by terminals
+  sim::Rng tear_rng_;
   std::vector<std::unique_ptr<Bus>> buses_;
   WorldStats stats_;
   std::uint64_t blacklist_version_ = 0;
