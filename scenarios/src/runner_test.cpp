@@ -158,6 +158,8 @@ TEST(Cli, RunPrintsSummaryEndingInDigestAndExitCodes) {
   ASSERT_TRUE(text.is_ok());
   EXPECT_NE(text->find("trace digest: "), std::string::npos) << *text;
   EXPECT_NE(text->find("verdict:     PASS"), std::string::npos) << *text;
+  EXPECT_NE(text->find("virtual time ran "), std::string::npos) << *text;
+  EXPECT_NE(text->find("knobs:       city.buses_per_route="), std::string::npos) << *text;
   EXPECT_EQ(WEXITSTATUS(std::system((bin + " run /nonexistent.lua >/dev/null 2>&1").c_str())), 2);
   EXPECT_EQ(WEXITSTATUS(std::system((bin + " run " + CITYCARD_SOURCE_DIR +
                                      "/scenarios/smoke.lua --seed abc >/dev/null 2>&1")
