@@ -107,7 +107,8 @@ std::string human_summary(const RunSummary& s) {
   o << buf;
   if (!s.knobs.empty()) {
     o << "knobs:      ";
-    for (auto it = s.knobs.begin(); it != s.knobs.end(); ++it) o << " " << it.key() << "=" << it->dump();
+    for (auto it = s.knobs.begin(); it != s.knobs.end(); ++it)
+      o << " " << it.key() << "=" << it->dump();
     o << "\n";
   }
   o << "ledger:      " << (s.ledger_balanced ? "balanced" : "NOT BALANCED") << "\n";

@@ -69,7 +69,8 @@ void BM_RushHour(benchmark::State& state) {
     const auto t0 = std::chrono::steady_clock::now();
     (void)world.run_until(3'600'000'000);
     (void)world.drain(3'600'000'000);
-    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double wall =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     state.PauseTiming();
     const WorldStats st = world.stats();
     if (st.uploaded_records != st.swipes || !world.conservation().is_ok()) {

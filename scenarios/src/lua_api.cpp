@@ -418,8 +418,8 @@ int l_faults(lua_State* L) {
     k["faults.clock_drift_ppm_stddev"] = f.clock_drift_ppm_stddev;
     k["faults.tear_probability"] = f.tear_probability;
     if (f.tear_tap > 0) {
-      k["faults.tear_at"] = {{"tap", f.tear_tap}, {"apdu", f.tear_apdu},
-                             {"when", static_cast<int>(f.tear_when)}};
+      k["faults.tear_at"] = {
+          {"tap", f.tear_tap}, {"apdu", f.tear_apdu}, {"when", static_cast<int>(f.tear_when)}};
     }
     k["network.latency_us_mean"] = f.network.latency_us_mean;
     k["network.latency_us_jitter"] = f.network.latency_us_jitter;
@@ -551,9 +551,9 @@ int l_blacklist(lua_State* L) {
     const std::size_t card = card_arg(L, 1, "blacklist");
     const bool listed = lua_isnoneornil(L, 2) ? true : lua_toboolean(L, 2);
     const std::uint64_t v = value_or_throw(c.world.blacklist_card(card, listed));
-    c.summary.knobs["operator.blacklist"].push_back(
-        {{"t_us", c.world.loop().now_us()}, {"card", static_cast<std::int64_t>(card + 1)},
-         {"listed", listed}});
+    c.summary.knobs["operator.blacklist"].push_back({{"t_us", c.world.loop().now_us()},
+                                                     {"card", static_cast<std::int64_t>(card + 1)},
+                                                     {"listed", listed}});
     lua_pushinteger(L, static_cast<lua_Integer>(v));
     return 1;
   });
@@ -694,15 +694,30 @@ void record_expectation(ScenarioContext& c, reports::Expectation e) {
 void install_api(LuaSandbox& sandbox, ScenarioContext& context) {
   context.sandbox = &sandbox;
   static const luaL_Reg kApi[] = {
-      {"describe", l_describe}, {"city", l_city},         {"phase", l_phase},
-      {"run_until", l_run_until}, {"drain", l_drain},     {"stats", l_stats},
-      {"ledger", l_ledger},     {"clearing", l_clearing}, {"expect", l_expect},
-      {"now", l_now},           {"seed", l_seed},         {"riders", l_riders},
-      {"faults", l_faults},     {"outage", l_outage},     {"backend_crash", l_backend_crash},
-      {"at", l_at},             {"expect_within", l_expect_within},
-      {"blacklist", l_blacklist}, {"blacklist_version", l_blacklist_version},
-      {"fare_table", l_fare_table}, {"buses", l_buses},   {"tap", l_tap},
-      {"card_serial", l_card_serial}, {"settle", l_settle},
+      {"describe", l_describe},
+      {"city", l_city},
+      {"phase", l_phase},
+      {"run_until", l_run_until},
+      {"drain", l_drain},
+      {"stats", l_stats},
+      {"ledger", l_ledger},
+      {"clearing", l_clearing},
+      {"expect", l_expect},
+      {"now", l_now},
+      {"seed", l_seed},
+      {"riders", l_riders},
+      {"faults", l_faults},
+      {"outage", l_outage},
+      {"backend_crash", l_backend_crash},
+      {"at", l_at},
+      {"expect_within", l_expect_within},
+      {"blacklist", l_blacklist},
+      {"blacklist_version", l_blacklist_version},
+      {"fare_table", l_fare_table},
+      {"buses", l_buses},
+      {"tap", l_tap},
+      {"card_serial", l_card_serial},
+      {"settle", l_settle},
       {"card_check", l_card_check},
   };
   for (const auto& f : kApi) sandbox.set_global_function(f.name, f.func, &context);

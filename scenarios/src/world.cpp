@@ -208,9 +208,9 @@ void World::schedule_poll(std::size_t bus_index, std::int64_t at_us) {
 }
 
 const std::vector<std::string>& known_defects() {
-  static const std::vector<std::string> kDefects{"ack_on_failure", "corrupt_tac", "backend_amnesia",
-                                                 "no_transfers",   "stale_blacklist", "stale_fares",
-                                                 "bank_drops_file", "retap_elsewhere"};
+  static const std::vector<std::string> kDefects{
+      "ack_on_failure",  "corrupt_tac", "backend_amnesia", "no_transfers",
+      "stale_blacklist", "stale_fares", "bank_drops_file", "retap_elsewhere"};
   return kDefects;
 }
 
@@ -501,7 +501,8 @@ void World::sync_blacklist(std::size_t bus_index) {
   req->set_since_version(since);
   bus.channel->request(protocol::wire::encode(env), [this, bus_index, since](Result<Bytes> r) {
     Bus& b = *buses_[bus_index];
-    auto env = r.is_ok() ? protocol::wire::decode(*r) : Result<citycard::wire::Envelope>(r.status());
+    auto env =
+        r.is_ok() ? protocol::wire::decode(*r) : Result<citycard::wire::Envelope>(r.status());
     if (!env || !env->has_blacklist_reply()) {
       ++stats_.sync_failures;
       b.syncing = false;  // ask again at the next poll
@@ -542,7 +543,8 @@ void World::sync_params(std::size_t bus_index) {
   bus.channel->request(protocol::wire::encode(env), [this, bus_index](Result<Bytes> r) {
     Bus& b = *buses_[bus_index];
     b.syncing = false;
-    auto env = r.is_ok() ? protocol::wire::decode(*r) : Result<citycard::wire::Envelope>(r.status());
+    auto env =
+        r.is_ok() ? protocol::wire::decode(*r) : Result<citycard::wire::Envelope>(r.status());
     if (!env || !env->has_params_reply()) {
       ++stats_.sync_failures;
       return;
@@ -557,7 +559,8 @@ void World::sync_params(std::size_t bus_index) {
           static_cast<std::int64_t>(v.config().fare_fen) != table.flat_fen()) {
         v.set_fare_fen(static_cast<std::uint32_t>(table.flat_fen()));
         trace_.event(loop_.now_us(), "fare_applied",
-                     {{"vehicle", v.config().vehicle}, {"fare_fen", table.flat_fen()},
+                     {{"vehicle", v.config().vehicle},
+                      {"fare_fen", table.flat_fen()},
                       {"version", page.version()}});
       }
     }
@@ -585,9 +588,9 @@ Status World::ensure_operator() {
 Result<std::uint64_t> World::blacklist_card(std::size_t card_index, bool listed) {
   if (!built()) return Status(Errc::kInvalidArgument, "call city{} before blacklist()");
   if (card_index >= cards_.size()) {
-    return Status(Errc::kInvalidArgument,
-                  "no card " + std::to_string(card_index + 1) + " (cards are 1.." +
-                      std::to_string(cards_.size()) + ")");
+    return Status(Errc::kInvalidArgument, "no card " + std::to_string(card_index + 1) +
+                                              " (cards are 1.." + std::to_string(cards_.size()) +
+                                              ")");
   }
   if (!backend_up_) return Status(Errc::kUnavailable, "the backend is down");
   auto& risk = backend_->risk();
@@ -625,7 +628,8 @@ Result<std::uint64_t> World::publish_flat_fare(const std::string& route, std::in
 
 Result<SettleOutcome> World::settle(std::int64_t fee_bp) {
   if (!built()) return Status(Errc::kInvalidArgument, "call city{} before settle{}");
-  if (fee_bp < 0 || fee_bp > 10'000) return Status(Errc::kInvalidArgument, "fee_bp must be 0..10000");
+  if (fee_bp < 0 || fee_bp > 10'000)
+    return Status(Errc::kInvalidArgument, "fee_bp must be 0..10000");
   if (Status s = ensure_operator(); !s) return s;
   auto& users = backend_->users();
   for (int i = 0; i < 2; ++i) {
@@ -684,9 +688,13 @@ Result<SettleOutcome> World::settle(std::int64_t fee_bp) {
     out.settled_through = r->settled_through;
   }
   trace_.event(loop_.now_us(), "settlement",
-               {{"batch", out.batch_id}, {"date", out.business_date}, {"lines", out.lines},
-                {"gross_fen", out.gross_fen}, {"net_fen", out.net_fen},
-                {"confirmed_fen", out.confirmed_fen}, {"differences", out.differences}});
+               {{"batch", out.batch_id},
+                {"date", out.business_date},
+                {"lines", out.lines},
+                {"gross_fen", out.gross_fen},
+                {"net_fen", out.net_fen},
+                {"confirmed_fen", out.confirmed_fen},
+                {"differences", out.differences}});
   return out;
 }
 
@@ -705,9 +713,9 @@ std::vector<BusView> World::buses() const {
 Result<TapOutcome> World::tap_card(std::size_t card_index, const std::string& vehicle) {
   if (!built()) return Status(Errc::kInvalidArgument, "call city{} before tap{}");
   if (card_index >= cards_.size()) {
-    return Status(Errc::kInvalidArgument,
-                  "no card " + std::to_string(card_index + 1) + " (cards are 1.." +
-                      std::to_string(cards_.size()) + ")");
+    return Status(Errc::kInvalidArgument, "no card " + std::to_string(card_index + 1) +
+                                              " (cards are 1.." + std::to_string(cards_.size()) +
+                                              ")");
   }
   for (std::size_t i = 0; i < buses_.size(); ++i) {
     if (buses_[i]->validator->config().vehicle == vehicle) return tap(card_index, i, "by_hand");
