@@ -255,6 +255,7 @@ int l_stats(lua_State* L) {
     set_int(L, "torn", static_cast<std::int64_t>(s.torn));
     set_int(L, "retaps", static_cast<std::int64_t>(s.retaps));
     set_int(L, "recovered", static_cast<std::int64_t>(s.recovered));
+    set_int(L, "replacements", static_cast<std::int64_t>(s.replacements));
     set_int(L, "sync_failures", static_cast<std::int64_t>(s.sync_failures));
     lua_pushboolean(L, ctx(L).world.backend_up());
     lua_setfield(L, -2, "backend_up");
@@ -656,6 +657,19 @@ int l_tap(lua_State* L) {
   });
 }
 
+// replace_card(card) -> the new card's serial (hex); the rider carries the new card
+int l_replace_card(lua_State* L) {
+  return guarded(L, [&] {
+    ScenarioContext& c = ctx(L);
+    const std::size_t card = card_arg(L, 1, "replace_card");
+    const std::string fresh = value_or_throw(c.world.replace_card(card));
+    c.summary.knobs["operator.replacements"].push_back(
+        {{"t_us", c.world.loop().now_us()}, {"card", static_cast<std::int64_t>(card + 1)}});
+    lua_pushstring(L, fresh.c_str());
+    return 1;
+  });
+}
+
 // card_check() -> { cards, off, first_problem, opening_fen, balance_fen, recorded_fen }
 int l_card_check(lua_State* L) {
   return guarded(L, [&] {
@@ -719,6 +733,7 @@ void install_api(LuaSandbox& sandbox, ScenarioContext& context) {
       {"card_serial", l_card_serial},
       {"settle", l_settle},
       {"card_check", l_card_check},
+      {"replace_card", l_replace_card},
   };
   for (const auto& f : kApi) sandbox.set_global_function(f.name, f.func, &context);
 }

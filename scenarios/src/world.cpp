@@ -723,6 +723,33 @@ Result<TapOutcome> World::tap_card(std::size_t card_index, const std::string& ve
   return Status(Errc::kInvalidArgument, "no bus '" + vehicle + "' in the city");
 }
 
+Result<std::string> World::replace_card(std::size_t card_index) {
+  if (!built()) return Status(Errc::kInvalidArgument, "call city{} before replace_card()");
+  if (card_index >= cards_.size()) {
+    return Status(Errc::kInvalidArgument,
+                  "no card " + std::to_string(card_index + 1) + " (cards are 1.." +
+                      std::to_string(cards_.size()) + ")");
+  }
+  if (Status s = ensure_operator(); !s) return s;
+  const protocol::Serial8 old_serial = cards_[card_index].serial();
+  const std::int64_t old_balance = cards_[card_index].balance_fen();
+  auto image = backend_->cards().replace(*operator_, old_serial);
+  if (!image) return image.status();
+  ++stats_.replacements;
+  cards_[card_index] = devices::CpuCard(
+      *image, rng_.fork("replacement-" + std::to_string(card_index) + "-" +
+                        std::to_string(stats_.replacements)));
+  // The per-card check follows the rider: the new card starts from what the backend moved.
+  opening_fen_[card_index] += static_cast<std::int64_t>(image->balance_fen) - old_balance;
+  if (auto v = backend_->risk().blacklist_version(); v) blacklist_version_ = *v;
+  trace_.event(loop_.now_us(), "card_replaced",
+               {{"card", to_hex(old_serial)},
+                {"new_card", to_hex(image->serial)},
+                {"moved_fen", image->balance_fen},
+                {"card_held_fen", old_balance}});
+  return to_hex(image->serial);
+}
+
 CardCheck World::check_cards() const {
   CardCheck c;
   c.cards = cards_.size();

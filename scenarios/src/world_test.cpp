@@ -253,6 +253,31 @@ TEST(WorldFaults, ATearAtAnyApduIsMadeGoodByTheRetapAndNobodyPaysTwice) {
   EXPECT_GE(recovered_runs, 1u);  // at least one after the DEBIT: completed from the proof
 }
 
+TEST(WorldOperator, AReplacedCardCarriesTheBalanceAndTheOldOneIsBlacklisted) {
+  CityRun r(13);
+  CityConfig c = small_city();
+  c.balance_fen_min = 3000;
+  c.balance_fen_max = 3000;
+  ASSERT_TRUE(r.world.build(c).is_ok());
+  const std::string old_serial = r.world.card_serial_hex(5);
+  ASSERT_TRUE(r.world.tap_card(5, "R1-B1")->ok);  // 200 fen, cleared at the next upload
+  ASSERT_TRUE(r.world.drain(600'000'000).is_ok());
+  auto fresh = r.world.replace_card(5);
+  ASSERT_TRUE(fresh.is_ok()) << fresh.status().message();
+  EXPECT_NE(*fresh, old_serial);
+  EXPECT_EQ(r.world.card_serial_hex(5), *fresh);
+  EXPECT_GT(r.world.blacklist_version(), 0u);  // the old card went on the blacklist
+  auto t = r.world.tap_card(5, "R2-B1");
+  ASSERT_TRUE(t.is_ok());
+  EXPECT_TRUE(t->ok) << t->reason;
+  const CardCheck k = r.world.check_cards();
+  EXPECT_EQ(k.off, 0u) << k.first_problem;
+  EXPECT_EQ(r.world.stats().replacements, 1u);
+  ASSERT_TRUE(r.world.drain(600'000'000).is_ok());
+  EXPECT_TRUE(r.world.conservation().is_ok()) << r.world.conservation().message();
+  EXPECT_EQ(r.world.replace_card(500).status().code(), Errc::kInvalidArgument);
+}
+
 TEST(WorldFaults, BadTearKnobIsRefused) {
   CityRun r(1);
   ASSERT_TRUE(r.world.build(small_city()).is_ok());

@@ -94,6 +94,7 @@ struct WorldStats {
   std::uint64_t torn = 0;                    // taps refused because the card left mid-way
   std::uint64_t retaps = 0;                  // riders tapping again after a torn tap
   std::uint64_t recovered = 0;               // taps that completed an earlier torn sale
+  std::uint64_t replacements = 0;            // cards replaced at the desk
   std::uint64_t syncs = 0;                   // blacklist/parameter pulls answered
   std::uint64_t sync_failures = 0;           // ... that failed (link down, timeout, error)
 };
@@ -204,6 +205,11 @@ class World {
   // settlement, settling daily from the city's first day): prepare (finance user 1), approve
   // (finance user 2), bank file, the bank pays it, reconcile today's statement.
   Result<SettleOutcome> settle(std::int64_t fee_bp);
+  // A rider's card is damaged and replaced at the desk: the backend moves the balance it
+  // believes in to a new card (the old one goes on the blacklist) and the rider carries the
+  // new card from now on. Sales of the old card still on their way clear against it later.
+  // Returns the new card's serial, hex.
+  Result<std::string> replace_card(std::size_t card_index);
   // The backend's blacklist version as of the last operator action (0: none).
   std::uint64_t blacklist_version() const { return blacklist_version_; }
   std::uint64_t params_version() const { return params_version_; }
