@@ -105,6 +105,8 @@ TEST_F(IssuanceTest, RegisteredTerminalGetsItsPsamKeysAndAPayableAccount) {
   testing::TestTerminal t = add_terminal("bus-co-1", "42");
   const auto master = *backend->keys().issuer(t.psam.key_version);
   EXPECT_EQ(t.psam.purchase_master, master.purchase);
+  // The blacklist lock (801A with the card's serial, then 80FA) needs the maintenance master.
+  EXPECT_EQ(t.psam.maintenance_master, master.maintenance);
   EXPECT_EQ(t.psam.batch_key, protocol::terminal_batch_key(master.batch, t.psam.terminal_id));
   EXPECT_EQ(t.psam.next_sequence, 1u);
   EXPECT_EQ(balance(account::payable("bus-co-1")), 0);

@@ -100,9 +100,17 @@ std::string human_summary(const RunSummary& s) {
                 static_cast<unsigned long long>(s.refusals), s.virtual_duration_s,
                 s.wall_duration_s);
   o << buf;
-  std::snprintf(buf, sizeof buf, "speed:       %.0f swipes per second of wall time\n",
-                s.swipes_per_s_wall);
+  std::snprintf(buf, sizeof buf,
+                "speed:       %.0f swipes per second of wall time; virtual time ran %.0fx wall\n",
+                s.swipes_per_s_wall,
+                s.wall_duration_s > 0 ? s.virtual_duration_s / s.wall_duration_s : 0.0);
   o << buf;
+  if (!s.knobs.empty()) {
+    o << "knobs:      ";
+    for (auto it = s.knobs.begin(); it != s.knobs.end(); ++it)
+      o << " " << it.key() << "=" << it->dump();
+    o << "\n";
+  }
   o << "ledger:      " << (s.ledger_balanced ? "balanced" : "NOT BALANCED") << "\n";
   o << "expectations: " << s.passed() << " passed, " << s.failed() << " failed\n";
   for (const auto& e : s.expectations) {

@@ -24,6 +24,11 @@ void require_table(lua_State* L, const char* fn) {
 // "07:30" on the city's start day -> virtual microseconds since the start.
 std::int64_t virtual_us_of(ScenarioContext& c, const std::string& text) {
   if (!c.world.built()) throw std::invalid_argument("call city{} before naming times of day");
+  if (std::int64_t at; parse_calendar(text, at)) {  // "2026-11-24 07:30": another day
+    const std::int64_t since = at - c.world.config().start_epoch2000_s;
+    if (since < 0) throw std::invalid_argument("'" + text + "' is before the city's start");
+    return since * 1'000'000;
+  }
   std::int64_t tod;
   if (!parse_time_of_day(text, tod)) {
     throw std::invalid_argument("'" + text + "' is not a time of day like \"07:30\"");
@@ -245,6 +250,13 @@ int l_stats(lua_State* L) {
     set_int(L, "transfers", static_cast<std::int64_t>(s.transfers));
     set_int(L, "backend_crashes", static_cast<std::int64_t>(s.backend_crashes));
     set_int(L, "max_clock_error_ms", s.max_clock_error_us / 1000);
+    set_int(L, "refusals_blacklisted", static_cast<std::int64_t>(s.refusals_blacklisted));
+    set_int(L, "syncs", static_cast<std::int64_t>(s.syncs));
+    set_int(L, "torn", static_cast<std::int64_t>(s.torn));
+    set_int(L, "retaps", static_cast<std::int64_t>(s.retaps));
+    set_int(L, "recovered", static_cast<std::int64_t>(s.recovered));
+    set_int(L, "replacements", static_cast<std::int64_t>(s.replacements));
+    set_int(L, "sync_failures", static_cast<std::int64_t>(s.sync_failures));
     lua_pushboolean(L, ctx(L).world.backend_up());
     lua_setfield(L, -2, "backend_up");
     return 1;
@@ -376,12 +388,40 @@ int l_faults(lua_State* L) {
     f.network.latency_us_jitter = opt_int_field(L, 1, "jitter_ms", f.network.latency_us_jitter / 1000) * 1000;
     f.network.timeout_us = opt_int_field(L, 1, "timeout_ms", f.network.timeout_us / 1000) * 1000;
     f.clock_drift_ppm_stddev = opt_number_field(L, 1, "clock_drift_ppm", 0);
+    f.tear_probability = opt_number_field(L, 1, "tear", 0);
+    lua_getfield(L, 1, "tear_at");
+    if (lua_istable(L, -1)) {
+      f.tear_tap = opt_int_field(L, -1, "tap", 0);
+      f.tear_apdu = opt_int_field(L, -1, "apdu", 0);
+      const std::string when = opt_string_field(L, -1, "when", "after");
+      using W = devices::TearingLink::When;
+      if (when == "before") {
+        f.tear_when = W::kBeforeCommand;
+      } else if (when == "after") {
+        f.tear_when = W::kAfterCommand;
+      } else if (when == "during") {
+        f.tear_when = W::kDuringCommand;
+      } else {
+        throw std::invalid_argument("tear_at.when must be \"before\", \"after\" or \"during\"");
+      }
+      if (f.tear_tap < 1 || f.tear_apdu < 0 || f.tear_apdu > 64) {
+        throw std::invalid_argument("tear_at needs tap >= 1 and apdu in 0..64");
+      }
+    } else if (!lua_isnil(L, -1)) {
+      throw std::invalid_argument("field 'tear_at' must be a table { tap, apdu, when }");
+    }
+    lua_pop(L, 1);
     check(c.world.set_faults(f));
     auto& k = c.summary.knobs;
     k["faults.link_loss_probability"] = f.network.loss_probability;
     k["faults.duplicate_probability"] = f.network.duplicate_probability;
     k["faults.reorder_probability"] = f.network.reorder_probability;
     k["faults.clock_drift_ppm_stddev"] = f.clock_drift_ppm_stddev;
+    k["faults.tear_probability"] = f.tear_probability;
+    if (f.tear_tap > 0) {
+      k["faults.tear_at"] = {
+          {"tap", f.tear_tap}, {"apdu", f.tear_apdu}, {"when", static_cast<int>(f.tear_when)}};
+    }
     k["network.latency_us_mean"] = f.network.latency_us_mean;
     k["network.latency_us_jitter"] = f.network.latency_us_jitter;
     k["network.timeout_us"] = f.network.timeout_us;
@@ -489,6 +529,173 @@ int l_seed(lua_State* L) {
   return 1;
 }
 
+// A card argument: its 1-based number in the city.
+std::size_t card_arg(lua_State* L, int idx, const char* fn) {
+  if (!lua_isinteger(L, idx)) {
+    throw std::invalid_argument(std::string(fn) + " takes a card number (1..cards.count)");
+  }
+  const lua_Integer n = lua_tointeger(L, idx);
+  if (n < 1) throw std::invalid_argument(std::string(fn) + ": card numbers start at 1");
+  return static_cast<std::size_t>(n - 1);
+}
+
+template <class T>
+T value_or_throw(Result<T> r) {
+  if (!r.is_ok()) throw std::runtime_error(r.status().message());
+  return std::move(r).value();
+}
+
+// blacklist(card [, listed = true]) -> the backend's new blacklist version
+int l_blacklist(lua_State* L) {
+  return guarded(L, [&] {
+    ScenarioContext& c = ctx(L);
+    const std::size_t card = card_arg(L, 1, "blacklist");
+    const bool listed = lua_isnoneornil(L, 2) ? true : lua_toboolean(L, 2);
+    const std::uint64_t v = value_or_throw(c.world.blacklist_card(card, listed));
+    c.summary.knobs["operator.blacklist"].push_back({{"t_us", c.world.loop().now_us()},
+                                                     {"card", static_cast<std::int64_t>(card + 1)},
+                                                     {"listed", listed}});
+    lua_pushinteger(L, static_cast<lua_Integer>(v));
+    return 1;
+  });
+}
+
+// blacklist_version() -> the backend's blacklist version after the last blacklist() (0: none)
+int l_blacklist_version(lua_State* L) {
+  lua_pushinteger(L, static_cast<lua_Integer>(ctx(L).world.blacklist_version()));
+  return 1;
+}
+
+// fare_table { route = "R1", flat_fen = 250 } -> the new parameter version
+int l_fare_table(lua_State* L) {
+  return guarded(L, [&] {
+    require_table(L, "fare_table");
+    ScenarioContext& c = ctx(L);
+    const std::string route = opt_string_field(L, 1, "route", "");
+    const std::int64_t fare = opt_int_field(L, 1, "flat_fen", 0);
+    if (route.empty()) throw std::invalid_argument("fare_table needs a route");
+    if (fare < 1 || fare > 100'000) throw std::invalid_argument("flat_fen must be 1..100000");
+    const std::uint64_t v = value_or_throw(c.world.publish_flat_fare(route, fare));
+    c.summary.knobs["operator.fare_tables"].push_back(
+        {{"t_us", c.world.loop().now_us()}, {"route", route}, {"flat_fen", fare}});
+    lua_pushinteger(L, static_cast<lua_Integer>(v));
+    return 1;
+  });
+}
+
+// settle { fee_bp = 20 } -> { batch_id, business_date, lines, gross_fen, fee_fen, net_fen,
+//                             file_fen, confirmed_fen, differences, first_difference,
+//                             settled_through }
+int l_settle(lua_State* L) {
+  return guarded(L, [&] {
+    ScenarioContext& c = ctx(L);
+    std::int64_t fee_bp = 0;
+    if (lua_istable(L, 1)) {
+      fee_bp = opt_int_field(L, 1, "fee_bp", 0);
+    } else if (!lua_isnoneornil(L, 1)) {
+      throw std::invalid_argument("settle takes a table or nothing");
+    }
+    const SettleOutcome o = value_or_throw(c.world.settle(fee_bp));
+    lua_createtable(L, 0, 11);
+    set_int(L, "batch_id", o.batch_id);
+    set_int(L, "business_date", o.business_date);
+    set_int(L, "lines", static_cast<std::int64_t>(o.lines));
+    set_int(L, "gross_fen", o.gross_fen);
+    set_int(L, "fee_fen", o.fee_fen);
+    set_int(L, "net_fen", o.net_fen);
+    set_int(L, "file_fen", o.file_fen);
+    set_int(L, "confirmed_fen", o.confirmed_fen);
+    set_int(L, "differences", static_cast<std::int64_t>(o.differences));
+    lua_pushstring(L, o.first_difference.c_str());
+    lua_setfield(L, -2, "first_difference");
+    set_int(L, "settled_through", o.settled_through);
+    return 1;
+  });
+}
+
+// buses() -> { { vehicle=, route=, fare_fen=, blacklist_version=, blacklist_size=,
+//                params_version=, queued_records= }, ... }
+int l_buses(lua_State* L) {
+  return guarded(L, [&] {
+    const auto buses = ctx(L).world.buses();
+    lua_createtable(L, static_cast<int>(buses.size()), 0);
+    lua_Integer i = 0;
+    for (const auto& b : buses) {
+      lua_createtable(L, 0, 7);
+      lua_pushstring(L, b.vehicle.c_str());
+      lua_setfield(L, -2, "vehicle");
+      lua_pushstring(L, b.route.c_str());
+      lua_setfield(L, -2, "route");
+      set_int(L, "fare_fen", b.fare_fen);
+      set_int(L, "blacklist_version", static_cast<std::int64_t>(b.blacklist_version));
+      set_int(L, "blacklist_size", static_cast<std::int64_t>(b.blacklist_size));
+      set_int(L, "params_version", static_cast<std::int64_t>(b.params_version));
+      set_int(L, "queued_records", static_cast<std::int64_t>(b.queued_records));
+      lua_rawseti(L, -2, ++i);
+    }
+    return 1;
+  });
+}
+
+// tap { card = 17, vehicle = "R1-B2" } -> ok, reason (refusal name) or amount_fen
+int l_tap(lua_State* L) {
+  return guarded(L, [&] {
+    require_table(L, "tap");
+    ScenarioContext& c = ctx(L);
+    lua_getfield(L, 1, "card");
+    const std::size_t card = card_arg(L, -1, "tap");
+    lua_pop(L, 1);
+    const std::string vehicle = opt_string_field(L, 1, "vehicle", "");
+    const TapOutcome o = value_or_throw(c.world.tap_card(card, vehicle));
+    lua_pushboolean(L, o.ok);
+    if (o.ok) {
+      lua_pushinteger(L, o.amount_fen);
+    } else {
+      lua_pushstring(L, o.reason.c_str());
+    }
+    return 2;
+  });
+}
+
+// replace_card(card) -> the new card's serial (hex); the rider carries the new card
+int l_replace_card(lua_State* L) {
+  return guarded(L, [&] {
+    ScenarioContext& c = ctx(L);
+    const std::size_t card = card_arg(L, 1, "replace_card");
+    const std::string fresh = value_or_throw(c.world.replace_card(card));
+    c.summary.knobs["operator.replacements"].push_back(
+        {{"t_us", c.world.loop().now_us()}, {"card", static_cast<std::int64_t>(card + 1)}});
+    lua_pushstring(L, fresh.c_str());
+    return 1;
+  });
+}
+
+// card_check() -> { cards, off, first_problem, opening_fen, balance_fen, recorded_fen }
+int l_card_check(lua_State* L) {
+  return guarded(L, [&] {
+    const CardCheck k = ctx(L).world.check_cards();
+    lua_createtable(L, 0, 6);
+    set_int(L, "cards", static_cast<std::int64_t>(k.cards));
+    set_int(L, "off", static_cast<std::int64_t>(k.off));
+    lua_pushstring(L, k.first_problem.c_str());
+    lua_setfield(L, -2, "first_problem");
+    set_int(L, "opening_fen", k.opening_fen);
+    set_int(L, "balance_fen", k.balance_fen);
+    set_int(L, "recorded_fen", k.recorded_fen);
+    return 1;
+  });
+}
+
+// card_serial(card) -> the card's application serial, hex
+int l_card_serial(lua_State* L) {
+  return guarded(L, [&] {
+    const std::size_t card = card_arg(L, 1, "card_serial");
+    if (card >= ctx(L).world.card_count()) throw std::invalid_argument("no such card");
+    lua_pushstring(L, ctx(L).world.card_serial_hex(card).c_str());
+    return 1;
+  });
+}
+
 }  // namespace
 
 void record_expectation(ScenarioContext& c, reports::Expectation e) {
@@ -501,12 +708,32 @@ void record_expectation(ScenarioContext& c, reports::Expectation e) {
 void install_api(LuaSandbox& sandbox, ScenarioContext& context) {
   context.sandbox = &sandbox;
   static const luaL_Reg kApi[] = {
-      {"describe", l_describe}, {"city", l_city},         {"phase", l_phase},
-      {"run_until", l_run_until}, {"drain", l_drain},     {"stats", l_stats},
-      {"ledger", l_ledger},     {"clearing", l_clearing}, {"expect", l_expect},
-      {"now", l_now},           {"seed", l_seed},         {"riders", l_riders},
-      {"faults", l_faults},     {"outage", l_outage},     {"backend_crash", l_backend_crash},
-      {"at", l_at},             {"expect_within", l_expect_within},
+      {"describe", l_describe},
+      {"city", l_city},
+      {"phase", l_phase},
+      {"run_until", l_run_until},
+      {"drain", l_drain},
+      {"stats", l_stats},
+      {"ledger", l_ledger},
+      {"clearing", l_clearing},
+      {"expect", l_expect},
+      {"now", l_now},
+      {"seed", l_seed},
+      {"riders", l_riders},
+      {"faults", l_faults},
+      {"outage", l_outage},
+      {"backend_crash", l_backend_crash},
+      {"at", l_at},
+      {"expect_within", l_expect_within},
+      {"blacklist", l_blacklist},
+      {"blacklist_version", l_blacklist_version},
+      {"fare_table", l_fare_table},
+      {"buses", l_buses},
+      {"tap", l_tap},
+      {"card_serial", l_card_serial},
+      {"settle", l_settle},
+      {"card_check", l_card_check},
+      {"replace_card", l_replace_card},
   };
   for (const auto& f : kApi) sandbox.set_global_function(f.name, f.func, &context);
 }

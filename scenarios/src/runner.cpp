@@ -122,6 +122,8 @@ RunOutcome run_scenario(const RunOptions& options) {
   summary.swipes_per_s_wall =
       summary.wall_duration_s > 0 ? static_cast<double>(summary.swipes) / summary.wall_duration_s
                                   : 0;
+  summary.figures["virtual_s_per_wall_s"] =
+      summary.wall_duration_s > 0 ? summary.virtual_duration_s / summary.wall_duration_s : 0;
   summary.trace_digest = (*trace)->digest_hex();
   if (Status s = (*trace)->close(); !s && summary.error.empty()) summary.error = s.to_string();
   if (!options.keep_backend_db) {

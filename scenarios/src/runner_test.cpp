@@ -158,6 +158,8 @@ TEST(Cli, RunPrintsSummaryEndingInDigestAndExitCodes) {
   ASSERT_TRUE(text.is_ok());
   EXPECT_NE(text->find("trace digest: "), std::string::npos) << *text;
   EXPECT_NE(text->find("verdict:     PASS"), std::string::npos) << *text;
+  EXPECT_NE(text->find("virtual time ran "), std::string::npos) << *text;
+  EXPECT_NE(text->find("knobs:       city.buses_per_route="), std::string::npos) << *text;
   EXPECT_EQ(WEXITSTATUS(std::system((bin + " run /nonexistent.lua >/dev/null 2>&1").c_str())), 2);
   EXPECT_EQ(WEXITSTATUS(std::system((bin + " run " + CITYCARD_SOURCE_DIR +
                                      "/scenarios/smoke.lua --seed abc >/dev/null 2>&1")
@@ -209,7 +211,12 @@ INSTANTIATE_TEST_SUITE_P(
                       LibraryCase{"backend_crash", "backend_amnesia"},
                       LibraryCase{"lossy_network", "ack_on_failure"},
                       LibraryCase{"clock_drift", "ack_on_failure"},
-                      LibraryCase{"commuters", "no_transfers"}),
+                      LibraryCase{"commuters", "no_transfers"},
+                      LibraryCase{"blacklist_outage", "stale_blacklist"},
+                      LibraryCase{"blacklist_outage", "stale_fares"},
+                      LibraryCase{"settlement_month", "bank_drops_file"},
+                      LibraryCase{"tearing_storm", "retap_elsewhere"},
+                      LibraryCase{"rush_hour_ci", "ack_on_failure"}),
     [](const auto& info) { return std::string(info.param.scenario) + "_" + info.param.defect; });
 
 // Determinism: three library scenarios, twice each, same digests.

@@ -39,6 +39,9 @@ struct World::Bus {
   std::unique_ptr<devices::Psam> psam;
   std::unique_ptr<sim::Channel> channel;
   std::unique_ptr<devices::BusValidator> validator;
+  devices::BlacklistCache blacklist;
+  std::uint64_t params_version = 0;
+  bool syncing = false;  // a blacklist/parameter pull is under way
 };
 
 // Wraps a bus's channel so every acknowledgement lands in the trace; the validator sees the
@@ -71,8 +74,10 @@ class World::TracingChannel final : public sim::Channel {
         r = protocol::wire::encode(fake);
       }
       if (!r.is_ok()) {
-        world_.trace_.event(world_.loop_.now_us(), "upload_failed",
-                            {{"terminal", terminal_}, {"why", r.status().to_string()}});
+        if (upload) {
+          world_.trace_.event(world_.loop_.now_us(), "upload_failed",
+                              {{"terminal", terminal_}, {"why", r.status().to_string()}});
+        }
       } else if (auto env = protocol::wire::decode(*r); env && env->has_upload_ack()) {
         const auto& ack = env->upload_ack();
         world_.trace_.event(world_.loop_.now_us(), "upload_ack",
@@ -112,7 +117,8 @@ World::World(std::uint64_t seed, reports::TraceWriter& trace, std::string db_pat
       trace_(trace),
       db_path_(std::move(db_path)),
       rng_(seed),
-      demand_rng_(rng_.fork("demand")) {}
+      demand_rng_(rng_.fork("demand")),
+      tear_rng_(rng_.fork("tear")) {}
 
 World::~World() = default;
 
@@ -137,6 +143,8 @@ Status World::build(const CityConfig& config) {
     auto image = backend_->issue_card(p);
     if (!image) return image.status();
     cards_.emplace_back(*image, rng_.fork("card-" + std::to_string(i)));
+    opening_fen_.push_back(p.opening_balance_fen);
+    recorded_fen_.push_back(0);
   }
   for (std::int64_t r = 0; r < config.routes; ++r) {
     const std::string route = "R" + std::to_string(r + 1);
@@ -165,11 +173,13 @@ Status World::build(const CityConfig& config) {
       vc.upload_interval_us = config.upload_interval_us;
       bus->validator =
           std::make_unique<devices::BusValidator>(vc, *bus->psam, *bus->clock, *bus->channel);
+      bus->validator->set_blacklist(bus->blacklist.predicate());
       buses_.push_back(std::move(bus));
     }
   }
   if (Status s = tx->commit(); !s) return s;
   built_ = true;
+  start_yyyymmdd_ = backend_->calendar().today_yyyymmdd();
 
   // Buses start polling at a random offset within the first interval, so uploads spread out.
   sim::Rng offsets = rng_.fork("upload-offsets");
@@ -190,14 +200,17 @@ void World::schedule_poll(std::size_t bus_index, std::int64_t at_us) {
   loop_.schedule_at(at_us, [this, bus_index] {
     auto& v = *buses_[bus_index]->validator;
     v.poll();
+    // When a bus talks to the backend it also asks what changed: blacklist, then parameters.
+    if (!buses_[bus_index]->syncing) sync_blacklist(bus_index);
     // Keep polling while the run goes on; run_until() bounds how far the loop runs.
     schedule_poll(bus_index, loop_.now_us() + config_.upload_interval_us);
   });
 }
 
 const std::vector<std::string>& known_defects() {
-  static const std::vector<std::string> kDefects{"ack_on_failure", "corrupt_tac", "backend_amnesia",
-                                                 "no_transfers"};
+  static const std::vector<std::string> kDefects{
+      "ack_on_failure",  "corrupt_tac", "backend_amnesia", "no_transfers",
+      "stale_blacklist", "stale_fares", "bank_drops_file", "retap_elsewhere"};
   return kDefects;
 }
 
@@ -233,6 +246,9 @@ Status World::open_backend() {
   if (!opened) return opened.status();
   backend_ = std::move(opened).value();
   backend_up_ = true;
+  operator_.reset();  // logs in again on the next operator action
+  finance_[0].reset();
+  finance_[1].reset();
   return Status::ok();
 }
 
@@ -347,6 +363,9 @@ Status World::set_faults(const FaultConfig& f) {
   for (double p : {n.loss_probability, n.duplicate_probability, n.reorder_probability}) {
     if (!(p >= 0 && p <= 1)) return Status(Errc::kInvalidArgument, "probabilities are in [0, 1]");
   }
+  if (!(f.tear_probability >= 0 && f.tear_probability <= 0.5)) {
+    return Status(Errc::kInvalidArgument, "tear must be a probability in [0, 0.5]");
+  }
   if (f.clock_drift_ppm_stddev < 0 || f.clock_drift_ppm_stddev > 1e5) {
     return Status(Errc::kInvalidArgument, "clock_drift_ppm must be 0..100000");
   }
@@ -405,32 +424,354 @@ void World::schedule_arrival(std::int64_t at_us, std::int64_t to_us, double mean
   });
 }
 
-void World::tap(std::size_t card_index, std::size_t bus_index, const char* leg) {
+TapOutcome World::tap(std::size_t card_index, std::size_t bus_index, const char* leg,
+                      int retaps_left) {
+  TapOutcome out;
   devices::CpuCard& card = cards_[card_index];
   devices::BusValidator& v = *buses_[bus_index]->validator;
   devices::DirectLink link(card);
-  const devices::TapResult r = v.tap(link);
-  card.reset();  // the card leaves the field
   ++stats_.taps;
+  devices::TapResult r;
+  if (faults_.tear_tap > 0 && static_cast<std::int64_t>(stats_.taps) == faults_.tear_tap) {
+    devices::TearingLink torn(link);
+    torn.tear_at(static_cast<std::uint64_t>(faults_.tear_apdu), faults_.tear_when, 1);
+    r = v.tap(torn);
+  } else if (faults_.tear_probability > 0) {
+    devices::TearingOptions o;
+    o.tear_probability = faults_.tear_probability;
+    devices::RandomTearingLink torn(link, o, sim::Rng(tear_rng_.next_u64()));
+    r = v.tap(torn);
+  } else {
+    r = v.tap(link);
+  }
+  card.reset();  // the card leaves the field (power-on recovery of an interrupted write)
   reports::Json ev{{"card", to_hex(card.serial())},
                    {"route", v.config().route},
                    {"vehicle", v.config().vehicle},
                    {"ok", r.ok()}};
   if (leg) ev["leg"] = leg;
-  if (r.recovered) ev["recovered"] = true;
+  if (r.recovered) {
+    ev["recovered"] = true;
+    ++stats_.recovered;
+  }
   if (r.ok()) {
+    recorded_fen_[card_index] += r.record.amount_fen();
     ++stats_.swipes;
     stats_.validator_amount_fen += r.record.amount_fen();
     ev["amount_fen"] = r.record.amount_fen();
     ev["counter"] = r.record.card_counter();
     ev["balance_after_fen"] = card.balance_fen();
+    out.ok = true;
+    out.amount_fen = r.record.amount_fen();
   } else {
     ++stats_.refusals;
     if (*r.refusal == devices::Refusal::kInsufficientBalance) ++stats_.refusals_insufficient;
+    if (*r.refusal == devices::Refusal::kBlacklisted) ++stats_.refusals_blacklisted;
     ev["reason"] = devices::refusal_name(*r.refusal);
+    out.reason = devices::refusal_name(*r.refusal);
     if (r.sw) ev["sw"] = r.sw;
+    if (*r.refusal == devices::Refusal::kTorn) {
+      ++stats_.torn;
+      // The rider taps again a few seconds later, on the same bus (the one that holds the
+      // grey sale and can complete it).
+      if (retaps_left > 0) {
+        std::size_t again = bus_index;
+        if (defect("retap_elsewhere") && buses_.size() > 1) again = (bus_index + 1) % buses_.size();
+        loop_.schedule_after(2'000'000, [this, card_index, again, retaps_left] {
+          ++stats_.retaps;
+          tap(card_index, again, "retap", retaps_left - 1);
+        });
+      }
+    }
   }
   trace_.event(loop_.now_us(), "swipe", std::move(ev));
+  return out;
+}
+
+// ---- blacklist and parameters: what a bus pulls when it talks to the backend ----
+
+void World::sync_blacklist(std::size_t bus_index) {
+  Bus& bus = *buses_[bus_index];
+  bus.syncing = true;
+  citycard::wire::Envelope env;
+  env.set_request_id(++sync_request_id_);
+  auto* req = env.mutable_blacklist_request();
+  req->set_terminal_id(protocol::wire::field(bus.psam->terminal_id()));
+  const std::uint64_t since = bus.blacklist.version();
+  req->set_since_version(since);
+  bus.channel->request(protocol::wire::encode(env), [this, bus_index, since](Result<Bytes> r) {
+    Bus& b = *buses_[bus_index];
+    auto env =
+        r.is_ok() ? protocol::wire::decode(*r) : Result<citycard::wire::Envelope>(r.status());
+    if (!env || !env->has_blacklist_reply()) {
+      ++stats_.sync_failures;
+      b.syncing = false;  // ask again at the next poll
+      return;
+    }
+    ++stats_.syncs;
+    const auto& page = env->blacklist_reply();
+    if (!defect("stale_blacklist")) {
+      const std::uint64_t before = b.blacklist.version();
+      if (Status s = b.blacklist.apply(page, since); !s) {
+        trace_.event(loop_.now_us(), "blacklist_refused",
+                     {{"vehicle", b.validator->config().vehicle}, {"why", s.to_string()}});
+        b.syncing = false;
+        return;
+      }
+      if (b.blacklist.version() != before) {
+        trace_.event(loop_.now_us(), "blacklist_applied",
+                     {{"vehicle", b.validator->config().vehicle},
+                      {"version", b.blacklist.version()},
+                      {"size", b.blacklist.size()}});
+      }
+      if (page.more()) {
+        sync_blacklist(bus_index);
+        return;
+      }
+    }
+    sync_params(bus_index);
+  });
+}
+
+void World::sync_params(std::size_t bus_index) {
+  Bus& bus = *buses_[bus_index];
+  citycard::wire::Envelope env;
+  env.set_request_id(++sync_request_id_);
+  auto* req = env.mutable_params_request();
+  req->set_terminal_id(protocol::wire::field(bus.psam->terminal_id()));
+  req->set_since_version(bus.params_version);
+  bus.channel->request(protocol::wire::encode(env), [this, bus_index](Result<Bytes> r) {
+    Bus& b = *buses_[bus_index];
+    b.syncing = false;
+    auto env =
+        r.is_ok() ? protocol::wire::decode(*r) : Result<citycard::wire::Envelope>(r.status());
+    if (!env || !env->has_params_reply()) {
+      ++stats_.sync_failures;
+      return;
+    }
+    ++stats_.syncs;
+    if (defect("stale_fares")) return;
+    const auto& page = env->params_reply();
+    auto& v = *b.validator;
+    for (const auto& table : page.fares()) {
+      // A bus validator charges a flat fare: it takes its route's flat table.
+      if (table.table_id() == v.config().route && table.kind() == 0 && table.flat_fen() > 0 &&
+          static_cast<std::int64_t>(v.config().fare_fen) != table.flat_fen()) {
+        v.set_fare_fen(static_cast<std::uint32_t>(table.flat_fen()));
+        trace_.event(loop_.now_us(), "fare_applied",
+                     {{"vehicle", v.config().vehicle},
+                      {"fare_fen", table.flat_fen()},
+                      {"version", page.version()}});
+      }
+    }
+    b.params_version = page.version();
+    if (page.more()) {
+      b.syncing = true;
+      sync_params(bus_index);
+    }
+  });
+}
+
+Status World::ensure_operator() {
+  if (!backend_up_) return Status(Errc::kUnavailable, "the backend is down");
+  if (operator_) return Status::ok();
+  // The scripted operator: the first admin of the run's fresh database.
+  const std::string password = "operator-" + std::to_string(seed_);
+  Status b = backend_->users().bootstrap_admin("operator", password);
+  if (!b && b.code() != Errc::kRejected) return b;
+  auto session = backend_->users().login("operator", password);
+  if (!session) return session.status();
+  operator_ = *session;
+  return Status::ok();
+}
+
+Result<std::uint64_t> World::blacklist_card(std::size_t card_index, bool listed) {
+  if (!built()) return Status(Errc::kInvalidArgument, "call city{} before blacklist()");
+  if (card_index >= cards_.size()) {
+    return Status(Errc::kInvalidArgument, "no card " + std::to_string(card_index + 1) +
+                                              " (cards are 1.." + std::to_string(cards_.size()) +
+                                              ")");
+  }
+  if (!backend_up_) return Status(Errc::kUnavailable, "the backend is down");
+  auto& risk = backend_->risk();
+  auto tx = backend_->store().begin();
+  if (!tx) return tx.status();
+  const protocol::Serial8 serial = cards_[card_index].serial();
+  Status s = listed ? risk.list_card(serial, "operator (scenario)") : risk.unlist_card(serial);
+  if (!s) return s;
+  auto version = risk.blacklist_version();
+  if (!version) return version.status();
+  if (Status c = tx->commit(); !c) return c;
+  blacklist_version_ = *version;
+  trace_.event(loop_.now_us(), listed ? "blacklist" : "unblacklist",
+               {{"card", to_hex(serial)}, {"version", *version}});
+  return *version;
+}
+
+Result<std::uint64_t> World::publish_flat_fare(const std::string& route, std::int64_t fare_fen) {
+  if (!built()) return Status(Errc::kInvalidArgument, "call city{} before fare_table{}");
+  bool known = false;
+  for (const auto& b : buses_) known |= b->validator->config().route == route;
+  if (!known) return Status(Errc::kInvalidArgument, "no route '" + route + "' in the city");
+  if (Status s = ensure_operator(); !s) return s;
+  citycard::wire::FareTable t;
+  t.set_table_id(route);
+  t.set_kind(0);
+  t.set_flat_fen(fare_fen);
+  auto version = backend_->fares().publish_fare_table(*operator_, t);
+  if (!version) return version.status();
+  params_version_ = *version;
+  trace_.event(loop_.now_us(), "fare_table",
+               {{"route", route}, {"flat_fen", fare_fen}, {"version", *version}});
+  return *version;
+}
+
+Result<SettleOutcome> World::settle(std::int64_t fee_bp) {
+  if (!built()) return Status(Errc::kInvalidArgument, "call city{} before settle{}");
+  if (fee_bp < 0 || fee_bp > 10'000)
+    return Status(Errc::kInvalidArgument, "fee_bp must be 0..10000");
+  if (Status s = ensure_operator(); !s) return s;
+  auto& users = backend_->users();
+  for (int i = 0; i < 2; ++i) {
+    if (finance_[i]) continue;
+    const std::string name = "finance-" + std::to_string(i + 1);
+    const std::string password = "finance-" + std::to_string(seed_) + "-" + std::to_string(i);
+    Status c = users.create_user(*operator_, {name, password, backend::Role::kFinance, ""});
+    if (!c && c.code() != Errc::kDuplicate && c.code() != Errc::kRejected) return c;
+    auto session = users.login(name, password);
+    if (!session) return session.status();
+    finance_[i] = *session;
+  }
+  auto& merchants = backend_->merchants();
+  if (!merchants.find(config_.operator_id)) {
+    backend::MerchantParams m;
+    m.merchant_id = config_.operator_id;
+    m.name = "Bus operator " + config_.operator_id;
+    m.kind = backend::MerchantKind::kTransit;
+    m.cycle = backend::SettlementCycle::kDaily;
+    m.txn_fee_bp = fee_bp;
+    m.bank_name = "ICBC";
+    m.bank_account = "6222000" + std::to_string(seed_ % 100000);
+    m.account_name = config_.operator_id + " Ltd";
+    m.start_date = start_yyyymmdd_;
+    if (Status c = merchants.create(*operator_, m); !c) return c;
+  }
+  auto& settlement = backend_->settlement();
+  SettleOutcome out;
+  auto batch = settlement.prepare(*finance_[0]);
+  if (!batch) return batch.status();
+  out.batch_id = batch->id;
+  out.business_date = batch->business_date;
+  out.lines = batch->lines.size();
+  out.gross_fen = batch->gross_fen;
+  out.fee_fen = batch->fee_fen;
+  out.net_fen = batch->net_fen;
+  if (batch->lines.empty()) {
+    if (Status c = settlement.cancel(*finance_[0], batch->id); !c) return c;
+    out.batch_id = 0;
+  } else {
+    if (Status a = settlement.approve(*finance_[1], batch->id); !a) return a;
+    auto file = settlement.write_bank_file(*finance_[0], batch->id);
+    if (!file) return file.status();
+    out.file_fen = file->total_fen;
+    if (!defect("bank_drops_file") && file->lines > 0) {
+      auto paid = backend_->bank().execute_payout_file(file->contents);
+      if (!paid) return paid.status();
+    }
+  }
+  auto rec = settlement.reconcile_bank(*finance_[0], backend_->calendar().today_yyyymmdd());
+  if (!rec) return rec.status();
+  out.confirmed_fen = rec->payouts_confirmed_fen;
+  out.differences = rec->differences.size();
+  if (!rec->differences.empty()) out.first_difference = rec->differences.front().detail;
+  if (auto r = merchants.get(*operator_, config_.operator_id); r) {
+    out.settled_through = r->settled_through;
+  }
+  trace_.event(loop_.now_us(), "settlement",
+               {{"batch", out.batch_id},
+                {"date", out.business_date},
+                {"lines", out.lines},
+                {"gross_fen", out.gross_fen},
+                {"net_fen", out.net_fen},
+                {"confirmed_fen", out.confirmed_fen},
+                {"differences", out.differences}});
+  return out;
+}
+
+std::vector<BusView> World::buses() const {
+  std::vector<BusView> out;
+  out.reserve(buses_.size());
+  for (const auto& b : buses_) {
+    const auto& c = b->validator->config();
+    out.push_back({c.vehicle, c.route, static_cast<std::int64_t>(c.fare_fen),
+                   b->blacklist.version(), b->blacklist.size(), b->params_version,
+                   b->validator->queue_length()});
+  }
+  return out;
+}
+
+Result<TapOutcome> World::tap_card(std::size_t card_index, const std::string& vehicle) {
+  if (!built()) return Status(Errc::kInvalidArgument, "call city{} before tap{}");
+  if (card_index >= cards_.size()) {
+    return Status(Errc::kInvalidArgument, "no card " + std::to_string(card_index + 1) +
+                                              " (cards are 1.." + std::to_string(cards_.size()) +
+                                              ")");
+  }
+  for (std::size_t i = 0; i < buses_.size(); ++i) {
+    if (buses_[i]->validator->config().vehicle == vehicle) return tap(card_index, i, "by_hand");
+  }
+  return Status(Errc::kInvalidArgument, "no bus '" + vehicle + "' in the city");
+}
+
+Result<std::string> World::replace_card(std::size_t card_index) {
+  if (!built()) return Status(Errc::kInvalidArgument, "call city{} before replace_card()");
+  if (card_index >= cards_.size()) {
+    return Status(Errc::kInvalidArgument,
+                  "no card " + std::to_string(card_index + 1) + " (cards are 1.." +
+                      std::to_string(cards_.size()) + ")");
+  }
+  if (Status s = ensure_operator(); !s) return s;
+  const protocol::Serial8 old_serial = cards_[card_index].serial();
+  const std::int64_t old_balance = cards_[card_index].balance_fen();
+  auto image = backend_->cards().replace(*operator_, old_serial);
+  if (!image) return image.status();
+  ++stats_.replacements;
+  cards_[card_index] = devices::CpuCard(
+      *image, rng_.fork("replacement-" + std::to_string(card_index) + "-" +
+                        std::to_string(stats_.replacements)));
+  // The per-card check follows the rider: the new card starts from what the backend moved.
+  opening_fen_[card_index] += static_cast<std::int64_t>(image->balance_fen) - old_balance;
+  if (auto v = backend_->risk().blacklist_version(); v) blacklist_version_ = *v;
+  trace_.event(loop_.now_us(), "card_replaced",
+               {{"card", to_hex(old_serial)},
+                {"new_card", to_hex(image->serial)},
+                {"moved_fen", image->balance_fen},
+                {"card_held_fen", old_balance}});
+  return to_hex(image->serial);
+}
+
+CardCheck World::check_cards() const {
+  CardCheck c;
+  c.cards = cards_.size();
+  for (std::size_t i = 0; i < cards_.size(); ++i) {
+    const std::int64_t balance = cards_[i].balance_fen();
+    c.opening_fen += opening_fen_[i];
+    c.balance_fen += balance;
+    c.recorded_fen += recorded_fen_[i];
+    if (opening_fen_[i] - balance != recorded_fen_[i]) {
+      if (c.off++ == 0) {
+        c.first_problem = "card " + std::to_string(i + 1) + " (" + to_hex(cards_[i].serial()) +
+                          "): opened with " + std::to_string(opening_fen_[i]) + " fen, holds " +
+                          std::to_string(balance) + ", sales recorded " +
+                          std::to_string(recorded_fen_[i]);
+      }
+    }
+  }
+  return c;
+}
+
+std::string World::card_serial_hex(std::size_t card_index) const {
+  return card_index < cards_.size() ? to_hex(cards_[card_index].serial()) : std::string();
 }
 
 Status World::run_until(std::int64_t t_us) {

@@ -83,6 +83,211 @@ TEST(World, BadConfigurationIsRefusedWithAReason) {
   EXPECT_FALSE(r.world.add_phase(0, 10, -1).is_ok());
 }
 
+std::size_t buses_at_version(const World& w, std::uint64_t v) {
+  std::size_t n = 0;
+  for (const auto& b : w.buses()) n += b.blacklist_version >= v ? 1 : 0;
+  return n;
+}
+
+TEST(WorldOperator, BlacklistReachesEveryBusOverItsLinkAndTheCardIsLocked) {
+  CityRun r(4);
+  ASSERT_TRUE(r.world.build(small_city()).is_ok());
+  auto v = r.world.blacklist_card(2, true);
+  ASSERT_TRUE(v.is_ok()) << v.status().message();
+  EXPECT_EQ(r.world.blacklist_version(), *v);
+  // No bus has talked to the backend yet: the card still rides.
+  EXPECT_EQ(buses_at_version(r.world, *v), 0u);
+  auto before = r.world.tap_card(2, "R1-B1");
+  ASSERT_TRUE(before.is_ok());
+  EXPECT_TRUE(before->ok);
+  // Every bus polls within one upload interval (30 s) and pulls the delta.
+  ASSERT_TRUE(r.world.run_until(31'000'000).is_ok());
+  EXPECT_EQ(buses_at_version(r.world, *v), 4u);
+  EXPECT_GT(r.world.stats().syncs, 0u);
+  auto listed = r.world.tap_card(2, "R2-B2");
+  ASSERT_TRUE(listed.is_ok());
+  EXPECT_FALSE(listed->ok);
+  EXPECT_EQ(listed->reason, "blacklisted");
+  // The blacklist lock worked (the PSAM holds the maintenance key): the card is now blocked.
+  auto again = r.world.tap_card(2, "R1-B2");
+  ASSERT_TRUE(again.is_ok());
+  EXPECT_EQ(again->reason, "card_blocked");
+  EXPECT_EQ(r.world.stats().refusals_blacklisted, 1u);
+  // Unlisting is a new version that reaches the buses too.
+  auto v2 = r.world.blacklist_card(2, false);
+  ASSERT_TRUE(v2.is_ok());
+  EXPECT_GT(*v2, *v);
+  ASSERT_TRUE(r.world.run_until(62'000'000).is_ok());
+  for (const auto& b : r.world.buses()) EXPECT_EQ(b.blacklist_size, 0u) << b.vehicle;
+  ASSERT_TRUE(r.world.drain(600'000'000).is_ok());
+  EXPECT_TRUE(r.world.conservation().is_ok());
+}
+
+TEST(WorldOperator, AnOutageHoldsTheBlacklistBackUntilTheLinkReturns) {
+  CityRun r(6);
+  ASSERT_TRUE(r.world.build(small_city()).is_ok());
+  ASSERT_TRUE(r.world.add_outage("R1", 0, 600'000'000).is_ok());
+  auto v = r.world.blacklist_card(10, true);
+  ASSERT_TRUE(v.is_ok());
+  ASSERT_TRUE(r.world.run_until(300'000'000).is_ok());
+  for (const auto& b : r.world.buses()) {
+    EXPECT_EQ(b.blacklist_version >= *v, b.route == "R2") << b.vehicle;
+  }
+  EXPECT_GT(r.world.stats().sync_failures, 0u);
+  ASSERT_TRUE(r.world.run_until(631'000'000).is_ok());
+  EXPECT_EQ(buses_at_version(r.world, *v), 4u);
+}
+
+TEST(WorldOperator, StaleBlacklistDefectKeepsBusesOnTheOldList) {
+  CityRun r(6);
+  ASSERT_TRUE(r.world.set_defects({"stale_blacklist"}).is_ok());
+  ASSERT_TRUE(r.world.build(small_city()).is_ok());
+  ASSERT_TRUE(r.world.blacklist_card(10, true).is_ok());
+  ASSERT_TRUE(r.world.run_until(120'000'000).is_ok());
+  EXPECT_EQ(buses_at_version(r.world, 1), 0u);
+  EXPECT_GT(r.world.stats().syncs, 0u);  // they asked and were answered
+}
+
+TEST(WorldOperator, FareTableReachesTheRoutesBusesAndIsCharged) {
+  CityRun r(8);
+  CityConfig c = small_city();
+  c.balance_fen_min = 5000;
+  c.balance_fen_max = 5000;
+  ASSERT_TRUE(r.world.build(c).is_ok());
+  auto v = r.world.publish_flat_fare("R1", 250);
+  ASSERT_TRUE(v.is_ok()) << v.status().message();
+  ASSERT_TRUE(r.world.run_until(31'000'000).is_ok());
+  for (const auto& b : r.world.buses()) {
+    EXPECT_EQ(b.fare_fen, b.route == "R1" ? 250 : 200) << b.vehicle;
+    EXPECT_GE(b.params_version, *v) << b.vehicle;
+  }
+  auto t = r.world.tap_card(0, "R1-B2");
+  ASSERT_TRUE(t.is_ok());
+  EXPECT_TRUE(t->ok);
+  EXPECT_EQ(t->amount_fen, 250);
+  ASSERT_TRUE(r.world.drain(600'000'000).is_ok());
+  EXPECT_EQ(r.world.stats().backend_amount_fen, 250);
+  EXPECT_TRUE(r.world.conservation().is_ok());
+}
+
+TEST(WorldOperator, BadOperatorActionsAreRefusedWithAReasonAndChangeNothing) {
+  CityRun r(9);
+  EXPECT_EQ(r.world.blacklist_card(0, true).status().code(), Errc::kInvalidArgument);  // no city
+  ASSERT_TRUE(r.world.build(small_city()).is_ok());
+  auto no_card = r.world.blacklist_card(200, true);
+  EXPECT_EQ(no_card.status().code(), Errc::kInvalidArgument);
+  EXPECT_NE(no_card.status().message().find("1..200"), std::string::npos);
+  auto no_route = r.world.publish_flat_fare("R9", 300);
+  EXPECT_EQ(no_route.status().code(), Errc::kInvalidArgument);
+  EXPECT_NE(no_route.status().message().find("R9"), std::string::npos);
+  EXPECT_FALSE(r.world.tap_card(0, "R7-B1").is_ok());
+  EXPECT_EQ(r.world.blacklist_version(), 0u);
+  ASSERT_TRUE(r.world.crash_backend(1'000'000, 60'000'000).is_ok());
+  ASSERT_TRUE(r.world.run_until(2'000'000).is_ok());
+  EXPECT_EQ(r.world.blacklist_card(1, true).status().code(), Errc::kUnavailable);
+  EXPECT_EQ(r.world.publish_flat_fare("R1", 300).status().code(), Errc::kUnavailable);
+  ASSERT_TRUE(r.world.run_until(70'000'000).is_ok());
+  EXPECT_TRUE(r.world.blacklist_card(1, true).is_ok());  // up again
+}
+
+TEST(WorldOperator, SettlementPaysYesterdaysClearingOnceAndTheBankConfirmsIt) {
+  CityRun r(10);
+  ASSERT_TRUE(r.world.build(small_city()).is_ok());
+  EXPECT_EQ(r.world.settle(-1).status().code(), Errc::kInvalidArgument);
+  ASSERT_TRUE(r.world.add_phase(0, 3600'000'000, 1000).is_ok());
+  const std::int64_t next_day_1am = (24 - 7 + 1) * 3600'000'000LL;  // the city starts at 07:00
+  ASSERT_TRUE(r.world.run_until(next_day_1am).is_ok());
+  const std::int64_t cleared = r.world.stats().backend_amount_fen;
+  ASSERT_GT(cleared, 0);
+  auto s = r.world.settle(20);
+  ASSERT_TRUE(s.is_ok()) << s.status().message();
+  EXPECT_NE(s->batch_id, 0);
+  EXPECT_EQ(s->gross_fen, cleared);
+  EXPECT_EQ(s->fee_fen, (cleared * 20 + 5000) / 10000);
+  EXPECT_EQ(s->net_fen + s->fee_fen, s->gross_fen);
+  EXPECT_EQ(s->confirmed_fen, s->net_fen);
+  EXPECT_EQ(s->differences, 0u);
+  EXPECT_EQ(s->settled_through, 20261123);
+  // Nothing more is due: no second payment.
+  auto again = r.world.settle(20);
+  ASSERT_TRUE(again.is_ok()) << again.status().message();
+  EXPECT_EQ(again->batch_id, 0);
+  EXPECT_EQ(again->gross_fen, 0);
+  EXPECT_TRUE(r.world.conservation().is_ok()) << r.world.conservation().message();
+}
+
+// Sweeps the tear over every exchange of a bus purchase, after the command (its answer lost):
+// whichever exchange it hits, the rider's re-tap 2 s later leaves the card charged exactly
+// once, with one record, cleared once.
+TEST(WorldFaults, ATearAtAnyApduIsMadeGoodByTheRetapAndNobodyPaysTwice) {
+  std::size_t torn_runs = 0, recovered_runs = 0;
+  for (std::int64_t apdu = 0; apdu < 16; ++apdu) {
+    CityRun r(12);
+    CityConfig c = small_city();
+    c.balance_fen_min = 5000;
+    c.balance_fen_max = 5000;
+    ASSERT_TRUE(r.world.build(c).is_ok());
+    FaultConfig f;
+    f.network = c.network;
+    f.tear_tap = 1;
+    f.tear_apdu = apdu;
+    f.tear_when = devices::TearingLink::When::kAfterCommand;
+    ASSERT_TRUE(r.world.set_faults(f).is_ok());
+    auto first = r.world.tap_card(4, "R1-B1");
+    ASSERT_TRUE(first.is_ok());
+    if (!first->ok) {
+      EXPECT_EQ(first->reason, "torn") << "apdu " << apdu;
+      ++torn_runs;
+    }
+    ASSERT_TRUE(r.world.run_until(10'000'000).is_ok());
+    const WorldStats s = r.world.stats();
+    recovered_runs += s.recovered;
+    EXPECT_EQ(s.swipes, 1u) << "apdu " << apdu;
+    const CardCheck k = r.world.check_cards();
+    EXPECT_EQ(k.off, 0u) << "apdu " << apdu << ": " << k.first_problem;
+    EXPECT_EQ(k.opening_fen - k.balance_fen, 200) << "apdu " << apdu;  // charged once
+    ASSERT_TRUE(r.world.drain(600'000'000).is_ok());
+    EXPECT_EQ(r.world.stats().backend_amount_fen, 200) << "apdu " << apdu;
+  }
+  EXPECT_GE(torn_runs, 4u);       // the tear hit the purchase's exchanges
+  EXPECT_GE(recovered_runs, 1u);  // at least one after the DEBIT: completed from the proof
+}
+
+TEST(WorldOperator, AReplacedCardCarriesTheBalanceAndTheOldOneIsBlacklisted) {
+  CityRun r(13);
+  CityConfig c = small_city();
+  c.balance_fen_min = 3000;
+  c.balance_fen_max = 3000;
+  ASSERT_TRUE(r.world.build(c).is_ok());
+  const std::string old_serial = r.world.card_serial_hex(5);
+  ASSERT_TRUE(r.world.tap_card(5, "R1-B1")->ok);  // 200 fen, cleared at the next upload
+  ASSERT_TRUE(r.world.drain(600'000'000).is_ok());
+  auto fresh = r.world.replace_card(5);
+  ASSERT_TRUE(fresh.is_ok()) << fresh.status().message();
+  EXPECT_NE(*fresh, old_serial);
+  EXPECT_EQ(r.world.card_serial_hex(5), *fresh);
+  EXPECT_GT(r.world.blacklist_version(), 0u);  // the old card went on the blacklist
+  auto t = r.world.tap_card(5, "R2-B1");
+  ASSERT_TRUE(t.is_ok());
+  EXPECT_TRUE(t->ok) << t->reason;
+  const CardCheck k = r.world.check_cards();
+  EXPECT_EQ(k.off, 0u) << k.first_problem;
+  EXPECT_EQ(r.world.stats().replacements, 1u);
+  ASSERT_TRUE(r.world.drain(600'000'000).is_ok());
+  EXPECT_TRUE(r.world.conservation().is_ok()) << r.world.conservation().message();
+  EXPECT_EQ(r.world.replace_card(500).status().code(), Errc::kInvalidArgument);
+}
+
+TEST(WorldFaults, BadTearKnobIsRefused) {
+  CityRun r(1);
+  ASSERT_TRUE(r.world.build(small_city()).is_ok());
+  FaultConfig f;
+  f.tear_probability = 0.9;
+  Status s = r.world.set_faults(f);
+  EXPECT_EQ(s.code(), Errc::kInvalidArgument);
+  EXPECT_NE(s.message().find("tear"), std::string::npos);
+}
+
 TEST(WorldTimes, ParsesCalendarAndTimeOfDay) {
   std::int64_t s = 0;
   ASSERT_TRUE(parse_calendar("2000-01-02 00:00", s));

@@ -51,6 +51,16 @@ class BusValidator {
   // down is not hammered.
   void poll();
   std::int64_t next_upload_at_us() const { return last_upload_us_ + config_.upload_interval_us; }
+  // Every later sale consults `listed` (e.g. a BlacklistCache's predicate); a listed card is
+  // refused (and locked, per PurchaseOptions).
+  void set_blacklist(PurchaseEngine::Blacklist listed) {
+    core_.engine().set_blacklist(std::move(listed));
+  }
+  // A new flat fare (a fare table pulled from the backend) for later sales.
+  void set_fare_fen(std::uint32_t fare_fen) {
+    config_.fare_fen = fare_fen;
+    record_template_.set_fare_full_fen(fare_fen);
+  }
 
   const BusValidatorConfig& config() const { return config_; }
   const TerminalCounters& counters() const { return core_.counters(); }

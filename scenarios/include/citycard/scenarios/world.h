@@ -8,10 +8,12 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "citycard/backend/backend.h"
+#include "citycard/devices/blacklist_cache.h"
 #include "citycard/devices/bus_validator.h"
 #include "citycard/devices/cpu_card.h"
 #include "citycard/devices/psam.h"
@@ -58,6 +60,14 @@ struct RiderConfig {
 struct FaultConfig {
   sim::NetworkOptions network;
   double clock_drift_ppm_stddev = 0;    // per-bus drift, drawn once per bus
+  // Card tearing: per APDU exchange, the chance that the card leaves the field (the split
+  // between before, after and during the command is devices::TearingOptions' default).
+  double tear_probability = 0;
+  // A tear at an exact APDU: the `tear_tap`-th tap of the run (1-based; 0: none) tears at
+  // its exchange `tear_apdu` (0-based), `tear_when` it.
+  std::int64_t tear_tap = 0;
+  std::int64_t tear_apdu = 0;
+  devices::TearingLink::When tear_when = devices::TearingLink::When::kAfterCommand;
 };
 
 struct WorldStats {
@@ -65,6 +75,7 @@ struct WorldStats {
   std::uint64_t swipes = 0;                  // sales made
   std::uint64_t refusals = 0;
   std::uint64_t refusals_insufficient = 0;
+  std::uint64_t refusals_blacklisted = 0;    // a listed card was refused (and locked)
   std::int64_t validator_amount_fen = 0;     // sum of fares the validators took
   std::uint64_t uploaded_records = 0;        // accepted by the backend, per the acks
   std::uint64_t duplicate_records = 0;
@@ -80,6 +91,57 @@ struct WorldStats {
   std::uint64_t trips = 0;
   std::uint64_t backend_crashes = 0;
   std::int64_t max_clock_error_us = 0;       // largest |bus clock - true time| now
+  std::uint64_t torn = 0;                    // taps refused because the card left mid-way
+  std::uint64_t retaps = 0;                  // riders tapping again after a torn tap
+  std::uint64_t recovered = 0;               // taps that completed an earlier torn sale
+  std::uint64_t replacements = 0;            // cards replaced at the desk
+  std::uint64_t syncs = 0;                   // blacklist/parameter pulls answered
+  std::uint64_t sync_failures = 0;           // ... that failed (link down, timeout, error)
+};
+
+// One bus as an observer sees it (buses() in Lua).
+struct BusView {
+  std::string vehicle;
+  std::string route;
+  std::int64_t fare_fen = 0;              // the flat fare it charges now
+  std::uint64_t blacklist_version = 0;    // of its blacklist cache
+  std::size_t blacklist_size = 0;
+  std::uint64_t params_version = 0;       // of the parameters (fare tables) it applied
+  std::size_t queued_records = 0;
+};
+
+// Per-card money check: for every card, opening balance - balance now == the sales recorded
+// for it (records queued or uploaded). A torn sale nobody recovered shows up here.
+struct CardCheck {
+  std::size_t cards = 0;
+  std::size_t off = 0;              // cards that fail the equation
+  std::string first_problem;
+  std::int64_t opening_fen = 0;     // sum over cards
+  std::int64_t balance_fen = 0;
+  std::int64_t recorded_fen = 0;
+};
+
+// What settle{} did: one settlement batch of the bus operator's due periods, approved by a
+// second finance user, paid through the bank file and reconciled with the bank's statement.
+struct SettleOutcome {
+  std::int64_t batch_id = 0;      // 0: nothing was due
+  int business_date = 0;          // YYYYMMDD
+  std::size_t lines = 0;
+  std::int64_t gross_fen = 0;
+  std::int64_t fee_fen = 0;
+  std::int64_t net_fen = 0;
+  std::int64_t file_fen = 0;      // in the bank payment file
+  std::int64_t confirmed_fen = 0; // payouts the bank's statement confirmed
+  std::size_t differences = 0;    // reconciliation differences
+  std::string first_difference;
+  int settled_through = 0;        // the operator's last settled day (YYYYMMDD)
+};
+
+// What a tap by hand (tap{} in Lua) did.
+struct TapOutcome {
+  bool ok = false;
+  std::string reason;  // refusal name when !ok
+  std::int64_t amount_fen = 0;
 };
 
 // Defects the world can inject, so a scenario can be shown to fail when the thing it checks is
@@ -88,6 +150,11 @@ struct WorldStats {
 //   corrupt_tac      a bus flips a bit of the first record's TAC in every batch it sends
 //   backend_amnesia  the backend restarts from an empty store instead of its file
 //   no_transfers     riders never change buses
+//   stale_blacklist  buses fetch blacklist pages but never apply them
+//   stale_fares      buses fetch fare tables but never apply them
+//   bank_drops_file  the bank never executes settlement payment files
+//   retap_elsewhere  a rider whose tap tore taps again on another bus (so the terminal holding
+//                    the grey sale never sees the card again and cannot complete it)
 const std::vector<std::string>& known_defects();
 
 class World {
@@ -125,6 +192,33 @@ class World {
 
   WorldStats stats() const;
   Status conservation() const;
+
+  // ---- operator actions (the backend must be up: kUnavailable otherwise) ----
+  // Lists (or unlists) card `card_index` (0-based) on the backend's blacklist; returns the new
+  // blacklist version. Buses learn it when they next pull (after each upload poll), as a
+  // versioned delta over their own link: an outage delays it.
+  Result<std::uint64_t> blacklist_card(std::size_t card_index, bool listed);
+  // Publishes a flat fare table for a route; returns the new parameter version. Buses apply it
+  // when they next pull parameters.
+  Result<std::uint64_t> publish_flat_fare(const std::string& route, std::int64_t fare_fen);
+  // Runs settlement for the bus operator (made a transit merchant with `fee_bp` on its first
+  // settlement, settling daily from the city's first day): prepare (finance user 1), approve
+  // (finance user 2), bank file, the bank pays it, reconcile today's statement.
+  Result<SettleOutcome> settle(std::int64_t fee_bp);
+  // A rider's card is damaged and replaced at the desk: the backend moves the balance it
+  // believes in to a new card (the old one goes on the blacklist) and the rider carries the
+  // new card from now on. Sales of the old card still on their way clear against it later.
+  // Returns the new card's serial, hex.
+  Result<std::string> replace_card(std::size_t card_index);
+  // The backend's blacklist version as of the last operator action (0: none).
+  std::uint64_t blacklist_version() const { return blacklist_version_; }
+  std::uint64_t params_version() const { return params_version_; }
+  std::vector<BusView> buses() const;
+  // A tap by hand: card `card_index` on the bus `vehicle` now.
+  Result<TapOutcome> tap_card(std::size_t card_index, const std::string& vehicle);
+  std::size_t card_count() const { return cards_.size(); }
+  CardCheck check_cards() const;
+  std::string card_serial_hex(std::size_t card_index) const;
   backend::Backend& backend() { return *backend_; }  // while up
   sim::EventLoop& loop() { return loop_; }
   const CityConfig& config() const { return config_; }
@@ -133,8 +227,13 @@ class World {
   struct Bus;
   class TracingChannel;
   class BackendProxy;
-  void tap(std::size_t card_index, std::size_t bus_index, const char* leg = nullptr);
+  TapOutcome tap(std::size_t card_index, std::size_t bus_index, const char* leg = nullptr,
+                 int retaps_left = 3);
   void schedule_poll(std::size_t bus_index, std::int64_t at_us);
+  // Pulls the blacklist (then the parameters) over the bus's link, page by page.
+  void sync_blacklist(std::size_t bus_index);
+  void sync_params(std::size_t bus_index);
+  Status ensure_operator();
   void schedule_arrival(std::int64_t from_us, std::int64_t to_us, double mean_gap_us);
   void schedule_trip(std::size_t card, std::size_t from_route, std::size_t to_route,
                      std::int64_t depart_us, bool transfer);
@@ -157,8 +256,17 @@ class World {
   Status restart_error_;
   std::vector<std::string> defects_;  // a backend that failed to restart ends the run
   std::vector<devices::CpuCard> cards_;
+  std::vector<std::int64_t> opening_fen_;   // per card, as issued
+  std::vector<std::int64_t> recorded_fen_;  // per card, sales recorded by terminals
+  sim::Rng tear_rng_;
   std::vector<std::unique_ptr<Bus>> buses_;
   WorldStats stats_;
+  std::uint64_t blacklist_version_ = 0;
+  std::uint64_t params_version_ = 0;
+  std::uint64_t sync_request_id_ = std::uint64_t{1} << 40;  // apart from upload request ids
+  std::optional<backend::Session> operator_;  // the scripted operator's session
+  std::optional<backend::Session> finance_[2];  // preparer and approver (four eyes)
+  int start_yyyymmdd_ = 0;
 };
 
 // "2026-11-23 07:00" or "2026-11-23 07:00:30" -> seconds since 2000-01-01; false if malformed.

@@ -1,0 +1,103 @@
+// The rush hour at city scale, in virtual time: the whole World (cards with full card crypto,
+// PSAMs, bus validators, the simulated GPRS network, blacklist and parameter pulls, the
+// embedded backend with a real SQLite file verifying every TAC, clearing every record and
+// posting it to the ledger), one hour of Poisson taps, then the drain.
+//
+//   build/bench/scenarios_city_bench --benchmark_counters_tabular=true
+//   build/bench/scenarios_city_bench --benchmark_filter='RushHour/2000/'   # one size
+//
+// Arguments: buses, cards, swipes in the hour. Counters (one iteration per size, timed by the
+// wall clock around the hour and the drain; building the city is timed apart as build_s):
+//   swipes_per_s   simulated sales per second of wall time (goal at full scale: >= 100,000)
+//   virtual_x      virtual seconds per wall second
+//   us_per_swipe   wall microseconds per sale
+//   build_s        issuing the cards and registering the buses through the backend
+//   maxrss_MiB     the process's peak resident memory so far (getrusage ru_maxrss; the sizes
+//                  run smallest first, so each figure is that size's peak)
+//   vs_small       us_per_swipe relative to the first (smallest) size of the same run
+#include <benchmark/benchmark.h>
+#include <sys/resource.h>
+
+#include <chrono>
+#include <filesystem>
+#include <string>
+
+#include "citycard/reports/trace.h"
+#include "citycard/scenarios/world.h"
+
+namespace {
+
+using namespace citycard;
+using namespace citycard::scenarios;
+
+double baseline_us_per_swipe = 0;
+
+double maxrss_mib() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / 1024.0;  // KiB on Linux
+}
+
+void BM_RushHour(benchmark::State& state) {
+  const std::int64_t buses = state.range(0), cards = state.range(1), swipes = state.range(2);
+  const std::string db = (std::filesystem::temp_directory_path() /
+                          ("citycard_city_bench_" + std::to_string(buses) + ".db"))
+                             .string();
+  for (auto _ : state) {
+    state.PauseTiming();
+    for (const char* s : {"", "-wal", "-shm"}) std::filesystem::remove(db + s);
+    auto trace = std::move(reports::TraceWriter::open("").value());
+    World world(1, *trace, db);
+    CityConfig c;
+    parse_calendar("2026-11-23 07:00", c.start_epoch2000_s);
+    c.cards = cards;
+    c.buses_per_route = 20;
+    c.routes = buses / 20;
+    c.balance_fen_min = 2'000;
+    c.balance_fen_max = 10'000;
+    c.upload_interval_us = 60'000'000;
+    c.batch_size_max = 100;
+    const auto b0 = std::chrono::steady_clock::now();
+    if (Status s = world.build(c); !s) {
+      state.SkipWithError(s.message().c_str());
+      return;
+    }
+    const double build_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - b0).count();
+    (void)world.add_phase(0, 3'600'000'000, static_cast<double>(swipes));
+    state.ResumeTiming();
+    const auto t0 = std::chrono::steady_clock::now();
+    (void)world.run_until(3'600'000'000);
+    (void)world.drain(3'600'000'000);
+    const double wall =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    state.PauseTiming();
+    const WorldStats st = world.stats();
+    if (st.uploaded_records != st.swipes || !world.conservation().is_ok()) {
+      state.SkipWithError("the city did not clear every sale or the ledger does not balance");
+    }
+    const double us_per_swipe = wall * 1e6 / static_cast<double>(st.swipes);
+    if (baseline_us_per_swipe == 0) baseline_us_per_swipe = us_per_swipe;
+    state.counters["swipes"] = static_cast<double>(st.swipes);
+    state.counters["swipes_per_s"] = static_cast<double>(st.swipes) / wall;
+    state.counters["virtual_x"] = static_cast<double>(world.loop().now_us()) / 1e6 / wall;
+    state.counters["us_per_swipe"] = us_per_swipe;
+    state.counters["build_s"] = build_s;
+    state.counters["maxrss_MiB"] = maxrss_mib();
+    state.counters["vs_small"] = us_per_swipe / baseline_us_per_swipe;
+    state.ResumeTiming();
+  }
+  for (const char* s : {"", "-wal", "-shm"}) std::filesystem::remove(db + s);
+}
+
+// Smallest first: the baseline of vs_small, and the order that keeps maxrss per size honest.
+BENCHMARK(BM_RushHour)
+    ->Args({100, 10'000, 10'000})
+    ->Args({2'000, 200'000, 200'000})
+    ->Iterations(1)
+    ->Unit(benchmark::kSecond)
+    ->UseRealTime();
+
+}  // namespace
+
+BENCHMARK_MAIN();
