@@ -443,7 +443,32 @@ std::string signed_delta(double a, double b) {
 }
 }  // namespace
 
+namespace {
+Json read_summary_json(const std::string& dir) {
+  auto text = read_text_file(dir + "/summary.json");
+  if (!text) return Json();
+  Json j = Json::parse(*text, nullptr, false);
+  return j.is_discarded() ? Json() : j;
+}
+}  // namespace
+
 Result<RunDiff> diff_runs(const std::string& run_a, const std::string& run_b) {
+  {
+    // Two load runs: their summaries hold everything (there is no trace).
+    const Json ja = read_summary_json(run_a), jb = read_summary_json(run_b);
+    if (is_load_summary(ja) != is_load_summary(jb)) {
+      return Result<RunDiff>(Errc::kInvalidArgument,
+                             "cannot compare a `citycard load` run with a scenario run");
+    }
+    if (is_load_summary(ja)) {
+      LoadDiff ld = diff_load_runs(run_a, ja, run_b, jb);
+      RunDiff d;
+      d.text = std::move(ld.text);
+      d.regressions = ld.regressions;
+      d.fixes = ld.fixes;
+      return d;
+    }
+  }
   auto a = load_summary(run_a);
   if (!a) return a.status();
   auto b = load_summary(run_b);

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <sstream>
 
 #include "citycard/reports/report.h"
@@ -360,6 +361,65 @@ std::string load_sweep_csv(const Json& s) {
       << (st.value("saturated", false) ? "true" : "false") << '\n';
   }
   return o.str();
+}
+
+LoadDiff diff_load_runs(const std::string& name_a, const Json& a, const std::string& name_b,
+                        const Json& b) {
+  LoadDiff d;
+  std::ostringstream o;
+  auto head = [&](const char* tag, const std::string& name, const Json& s) {
+    std::size_t failed = 0;
+    for (const auto& c : load_checks(s)) failed += c.passed ? 0 : 1;
+    o << tag << ": " << name << "  (load " << s.value("scenario", "?") << ", seed "
+      << s.value("seed", std::uint64_t{0}) << ", " << (failed == 0 ? "PASS" : "FAIL") << ")\n";
+  };
+  head("A", name_a, a);
+  head("B", name_b, b);
+  o << "\nchecks:\n";
+  std::map<std::string, bool> ca, cb;
+  for (const auto& c : load_checks(a)) ca[c.name] = c.passed;
+  for (const auto& c : load_checks(b)) cb[c.name] = c.passed;
+  std::size_t changed = 0;
+  for (const auto& [name, pb] : cb) {
+    const auto it = ca.find(name);
+    const bool pa = it == ca.end() ? true : it->second;
+    if (pa == pb) continue;
+    ++changed;
+    (pa ? d.regressions : d.fixes) += 1;
+    o << "  " << (pa ? "! " : "+ ") << name << ": " << (pa ? "pass -> FAIL" : "FAIL -> pass")
+      << "\n";
+  }
+  if (changed == 0) o << "  (no check changed)\n";
+  o << "\nfigures:                                    A               B   change\n";
+  auto row = [&](const std::string& name, double x, double y) {
+    char line[256], change[64];
+    if (x == y) {
+      std::snprintf(change, sizeof change, "=");
+    } else if (x != 0) {
+      std::snprintf(change, sizeof change, "%+.6g (%+.1f%%)", y - x, 100.0 * (y - x) / x);
+    } else {
+      std::snprintf(change, sizeof change, "%+.6g", y - x);
+    }
+    std::snprintf(line, sizeof line, "  %-34s %14.6g  %14.6g   %s\n", name.c_str(), x, y, change);
+    o << line;
+  };
+  for (const char* k :
+       {"offered_per_s", "achieved_per_s", "records_per_s", "p50_ms", "p90_ms", "p99_ms", "p999_ms",
+        "max_ms", "errors", "refused", "late_sends", "unfinished_requests", "unfinished_records"}) {
+    row(k, num(a, k), num(b, k));
+  }
+  const Json& oa = a.contains("ops") ? a["ops"] : Json::object();
+  const Json& ob = b.contains("ops") ? b["ops"] : Json::object();
+  if (oa.is_object() && ob.is_object()) {
+    for (const auto& [name, op] : oa.items()) {
+      if (!ob.contains(name)) continue;
+      row(name + " p99_ms", num(op.value("latency", Json::object()), "p99_ms"),
+          num(ob[name].value("latency", Json::object()), "p99_ms"));
+    }
+  }
+  o << "\n" << d.regressions << " regression(s), " << d.fixes << " fix(es)\n";
+  d.text = o.str();
+  return d;
 }
 
 Status render_load_run(const std::string& dir, const Json& summary) {

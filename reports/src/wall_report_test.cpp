@@ -121,6 +121,35 @@ TEST(WallReport, RenderRunOfAFolderWithAMalformedSummaryIsAnError) {
   EXPECT_FALSE(fs::exists(dir + "/report.html"));
 }
 
+TEST(WallReport, DiffOfTwoLoadRunsNamesTheRegressionAndTheFigures) {
+  const std::string a = write_load_run("diff_a", sample_load_summary(false, false));
+  const std::string b = write_load_run("diff_b", sample_load_summary(false, true));
+  auto d = diff_runs(a, b);
+  ASSERT_TRUE(d.is_ok()) << d.status().to_string();
+  EXPECT_EQ(d->regressions, 1u);
+  EXPECT_EQ(d->fixes, 0u);
+  EXPECT_NE(d->text.find("! no errors: pass -> FAIL"), std::string::npos) << d->text;
+  EXPECT_NE(d->text.find("achieved_per_s"), std::string::npos);
+  EXPECT_NE(d->text.find("(-17.8%)"), std::string::npos) << d->text;  // 4985 -> 4100
+  auto back = diff_runs(b, a);
+  ASSERT_TRUE(back.is_ok());
+  EXPECT_EQ(back->fixes, 1u);
+  EXPECT_EQ(back->regressions, 0u);
+}
+
+TEST(WallReport, DiffOfALoadRunAndAScenarioRunIsAnError) {
+  const std::string a = write_load_run("mixed_a", sample_load_summary(false, false));
+  const std::string b = ::testing::TempDir() + "load_mixed_b";
+  fs::create_directories(b);
+  RunSummary s;
+  s.scenario = "smoke";
+  s.seed = 1;
+  ASSERT_TRUE(write_text_file(b + "/summary.json", to_json(s).dump()).is_ok());
+  auto d = diff_runs(a, b);
+  ASSERT_FALSE(d.is_ok());
+  EXPECT_EQ(d.status().code(), Errc::kInvalidArgument);
+}
+
 // --- JUnit: the structure Jenkins and GitLab accept ---
 
 TEST(Junit, TheCheckerFindsWhatJenkinsAndGitlabWouldRefuse) {

@@ -38,6 +38,15 @@ std::string load_ops_csv(const Json& summary);
 // saturated
 std::string load_sweep_csv(const Json& summary);
 
+// What changed between two load runs: the exit checks (a check that held in A and fails in B
+// is a regression), headline figures and per-op p99. Used by diff_runs() for load folders.
+struct LoadDiff {
+  std::string text;
+  std::size_t regressions = 0, fixes = 0;
+};
+LoadDiff diff_load_runs(const std::string& name_a, const Json& a, const std::string& name_b,
+                        const Json& b);
+
 // Writes RUN_DIR/report.html, junit.xml, ops.csv and (a sweep) sweep.csv.
 Status render_load_run(const std::string& run_dir, const Json& summary);
 
