@@ -26,8 +26,9 @@ const char* period_kind(backend::ReportPeriod p) {
 
 }  // namespace
 
-void trace_operator_reports(backend::Backend& be, reports::TraceWriter& trace, std::int64_t t_us) {
-  auto session = staff_session(be);
+void trace_operator_reports(backend::Backend& be, reports::TraceWriter& trace, std::int64_t t_us,
+                            const backend::Session* given) {
+  auto session = given ? Result<backend::Session>(*given) : staff_session(be);
   if (!session) {
     trace.event(t_us, "operator_reports_skipped", {{"reason", session.status().to_string()}});
     return;

@@ -23,7 +23,8 @@
 
 namespace citycard::scenarios {
 
+// `by`: a staff session to read with; null: the runner's own (see above).
 void trace_operator_reports(backend::Backend& backend, reports::TraceWriter& trace,
-                            std::int64_t t_us);
+                            std::int64_t t_us, const backend::Session* by = nullptr);
 
 }  // namespace citycard::scenarios
