@@ -365,7 +365,6 @@ Result<protocol::PsamImage> Issuance::register_terminal(const TerminalParams& p)
   psam.maintenance_master = issuer->maintenance;  // for the blacklist lock (801A, 80FA)
   psam.batch_key = protocol::terminal_batch_key(issuer->batch, id);
   // The blacklist lock (801A + 80FA) needs it: without it a terminal cannot block a card.
-  psam.maintenance_master = issuer->maintenance;
   psam.next_sequence = 1;
   return psam;
 }

@@ -9,6 +9,8 @@
 
 #include "citycard/reports/report.h"
 #include "citycard/reports/trace.h"
+#include "citycard/reports/wall_report.h"
+#include "test_fixtures.h"
 
 namespace citycard::reports {
 namespace {
@@ -85,7 +87,8 @@ std::string make_run(const std::string& dir) {
     if (!ok) ev["reason"] = "insufficient balance";
     (*trace)->event(std::int64_t{i} * 1'000'000, "swipe", ev);
   }
-  (*trace)->event(600'000'000, "upload_ack", {{"accepted", 564}, {"duplicates", 0}, {"rejected", 0}});
+  (*trace)->event(600'000'000, "upload_ack",
+                  {{"accepted", 564}, {"duplicates", 0}, {"rejected", 0}});
   RunSummary s;
   s.scenario = "browser-check";
   s.scenario_path = "scenarios/browser.lua";
@@ -120,11 +123,40 @@ TEST_F(Browser, ReportRendersWithItsTextAndNoConsoleErrors) {
   EXPECT_TRUE(fs::exists(artifacts + "/report.png"));
 }
 
+// A wall-time load run (a sweep): its folder has only summary.json; render_run() writes the
+// load report, and the browser shows its charts and tables.
+TEST_F(Browser, WallTimeLoadReportRendersItsChartsAndTables) {
+  const std::string dir = work + "/load";
+  fs::create_directories(dir);
+  ASSERT_TRUE(
+      write_text_file(dir + "/summary.json", testing::sample_load_summary(true, true).dump())
+          .is_ok());
+  ASSERT_TRUE(render_run(dir).is_ok());
+  const std::string artifacts = std::string(CITYCARD_BINARY_DIR) + "/test-artifacts";
+  fs::create_directories(artifacts);
+  BrowserRun r =
+      load_in_chromium(dir + "/report.html", work + "/chromium", artifacts + "/load_report.png");
+  ASSERT_EQ(r.exit_code, 0) << r.log;
+  for (const char* text :
+       {"FAIL · rush_hour · wall-time load", "What failed", "Offered and achieved rate per window",
+        "Latency percentiles per window", "Latency distribution", "Per operation", "balance_query",
+        "Saturation curve", "Achieved against offered", "offered (/s)", "latency (ms)"}) {
+    EXPECT_NE(r.dom.find(text), std::string::npos) << text;
+  }
+  // The browser parsed every chart as SVG (five: rate, latency, distribution, two sweep).
+  std::size_t svgs = 0, pos = 0;
+  while ((pos = r.dom.find("<svg", pos)) != std::string::npos) ++svgs, ++pos;
+  EXPECT_EQ(svgs, 5u);
+  EXPECT_EQ(console_lines(r.log), "") << "the page logged to the console";
+  EXPECT_TRUE(fs::exists(artifacts + "/load_report.png"));
+}
+
 // The console check must be able to fail: a page that logs an error is caught.
 TEST_F(Browser, ConsoleCheckCatchesAPageThatLogsAnError) {
   const std::string page = work + "/bad.html";
-  ASSERT_TRUE(write_text_file(page, "<!DOCTYPE html><html><body><p>x</p>"
-                                    "<script>console.error('broken chart')</script></body></html>")
+  ASSERT_TRUE(write_text_file(page,
+                              "<!DOCTYPE html><html><body><p>x</p>"
+                              "<script>console.error('broken chart')</script></body></html>")
                   .is_ok());
   BrowserRun r = load_in_chromium(page, work + "/chromium");
   ASSERT_EQ(r.exit_code, 0) << r.log;

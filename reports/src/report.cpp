@@ -9,7 +9,9 @@
 #include <simdjson.h>
 #include <sstream>
 
+#include "citycard/reports/operator_report.h"
 #include "citycard/reports/svg.h"
+#include "citycard/reports/wall_report.h"
 
 namespace citycard::reports {
 
@@ -152,10 +154,15 @@ Result<TraceStats> aggregate_trace(const std::string& trace_path, std::size_t ch
       ++parsed;
       simdjson::dom::element el;
       if (doc.get(el) || !read_event(el, e)) {
-        return Result<TraceStats>(Errc::kMalformed, trace_path + ":" + std::to_string(st.lines) +
-                                                        ": not a JSON object");
+        return Result<TraceStats>(
+            Errc::kMalformed, trace_path + ":" + std::to_string(st.lines) + ": not a JSON object");
       }
       add_event(st, e);
+      // The operator reports: few events, kept whole for their own renderer.
+      if (e.type.starts_with("op_") || e.type == "settlement_batch" ||
+          e.type == "operator_reports_skipped") {
+        st.operator_events.push_back(Json::parse(simdjson::minify(el)));
+      }
     }
     // Bytes the stream could not parse as a document (a malformed last line) are an error.
     if (docs.truncated_bytes() > 0) {
@@ -197,15 +204,17 @@ std::string junit_xml(const std::vector<RunSummary>& runs, const std::string& su
         continue;
       }
       const std::string msg = e.message.empty() ? "expectation failed" : e.message;
-      o << ">\n      <failure message=\"" << escape(msg) << "\" type=\"expectation\">"
-        << escape(e.where + ": " + msg + "\nseed " + std::to_string(r.seed) + "; replay: " +
-                  r.replay_command)
+      o << ">\n      <failure message=\"" << escape(msg + " (seed " + std::to_string(r.seed) + ")")
+        << "\" type=\"expectation\">"
+        << escape(e.where + ": " + msg + "\nseed " + std::to_string(r.seed) +
+                  "; replay: " + r.replay_command)
         << "</failure>\n    </testcase>\n";
     }
     if (!r.error.empty()) {
       o << "    <testcase classname=\"" << escape(r.scenario) << "\" name=\"script\" time=\"0\">\n"
-        << "      <error message=\"" << escape(r.error) << "\" type=\"script\">"
-        << escape(r.error + "\nseed " + std::to_string(r.seed)) << "</error>\n    </testcase>\n";
+        << "      <error message=\"" << escape(r.error + " (seed " + std::to_string(r.seed) + ")")
+        << "\" type=\"script\">" << escape(r.error + "\nseed " + std::to_string(r.seed))
+        << "</error>\n    </testcase>\n";
     }
     o << "  </testsuite>\n";
   }
@@ -214,7 +223,7 @@ std::string junit_xml(const std::vector<RunSummary>& runs, const std::string& su
 }
 
 namespace {
-const char* kCss = R"(
+const char* const kCss = R"(
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"Noto Sans CJK SC",sans-serif;margin:0;color:#1f2937;background:#f8fafc}
 header{padding:20px 32px;color:#fff}
 header.pass{background:#15803d} header.fail{background:#b91c1c}
@@ -237,6 +246,13 @@ svg.chart .tick{font-size:11px;fill:#4b5563} svg.chart .label{font-size:12px;fil
 svg.chart .title{font-size:14px;font-weight:600;fill:#111827}
 )";
 
+}  // namespace
+
+const char* report_css() {
+  return kCss;
+}
+
+namespace {
 void kpi(std::ostringstream& o, const std::string& label, const std::string& value) {
   o << "<div class='kpi'>" << escape(label) << "<b>" << escape(value) << "</b></div>";
 }
@@ -323,12 +339,12 @@ std::string html_report(const RunSummary& s, const TraceStats& st) {
                                 static_cast<double>(b.amount_fen) / 100.0);
     }
     o << "<section><h2>Swipes and money over time</h2>"
-      << svg::line_chart({"Swipes per minute", "virtual time since start (min)",
-                          "swipes per minute"},
-                         {swipes, refused})
-      << svg::line_chart({"Money debited per minute", "virtual time since start (min)",
-                          "yuan per minute"},
-                         {money})
+      << svg::line_chart(
+             {"Swipes per minute", "virtual time since start (min)", "swipes per minute"},
+             {swipes, refused})
+      << svg::line_chart(
+             {"Money debited per minute", "virtual time since start (min)", "yuan per minute"},
+             {money})
       << "</section>";
   }
   group_table(o, "Per route", "route", st.per_route);
@@ -370,7 +386,8 @@ std::string html_report(const RunSummary& s, const TraceStats& st) {
       total_cleared += c.amount_fen;
       o << "<tr><td>" << escape(c.operator_id) << "</td><td>" << escape(c.route)
         << "</td><td class='num'>" << svg::thousands(c.count) << "</td><td class='num'>"
-        << svg::yuan(c.amount_fen) << "</td><td class='num'>" << svg::yuan(sold) << "</td><td class='"
+        << svg::yuan(c.amount_fen) << "</td><td class='num'>" << svg::yuan(sold)
+        << "</td><td class='"
         << (sold == c.amount_fen ? "ok'>none" : "bad'>" + svg::yuan(c.amount_fen - sold))
         << "</td></tr>";
     }
@@ -379,18 +396,18 @@ std::string html_report(const RunSummary& s, const TraceStats& st) {
   }
 
   if (st.tear_events > 0) {
-    o << "<section id='tearing'><h2>Tearing and recovery</h2><p>" << st.tear_events
-      << " events";
+    o << "<section id='tearing'><h2>Tearing and recovery</h2><p>" << st.tear_events << " events";
     if (st.tear_events > st.tear_log.size()) o << " (the first " << st.tear_log.size() << " shown)";
     o << "</p><table><tr><th class='num'>virtual time (s)</th><th>card</th><th>vehicle</th>"
       << "<th>what happened</th></tr>";
     for (const auto& t : st.tear_log) {
       o << "<tr><td class='num'>" << t.t_us / 1'000'000 << "</td><td><code>" << escape(t.card)
-        << "</code></td><td>" << escape(t.vehicle) << "</td><td>" << escape(t.what)
-        << "</td></tr>";
+        << "</code></td><td>" << escape(t.vehicle) << "</td><td>" << escape(t.what) << "</td></tr>";
     }
     o << "</table></section>";
   }
+
+  o << operator_html_sections(st);
 
   o << "<section><h2>Expectations</h2><table><tr><th>expectation</th><th>verdict</th>"
     << "<th>where</th><th>virtual time (s)</th></tr>";
@@ -426,7 +443,32 @@ std::string signed_delta(double a, double b) {
 }
 }  // namespace
 
+namespace {
+Json read_summary_json(const std::string& dir) {
+  auto text = read_text_file(dir + "/summary.json");
+  if (!text) return Json();
+  Json j = Json::parse(*text, nullptr, false);
+  return j.is_discarded() ? Json() : j;
+}
+}  // namespace
+
 Result<RunDiff> diff_runs(const std::string& run_a, const std::string& run_b) {
+  {
+    // Two load runs: their summaries hold everything (there is no trace).
+    const Json ja = read_summary_json(run_a), jb = read_summary_json(run_b);
+    if (is_load_summary(ja) != is_load_summary(jb)) {
+      return Result<RunDiff>(Errc::kInvalidArgument,
+                             "cannot compare a `citycard load` run with a scenario run");
+    }
+    if (is_load_summary(ja)) {
+      LoadDiff ld = diff_load_runs(run_a, ja, run_b, jb);
+      RunDiff d;
+      d.text = std::move(ld.text);
+      d.regressions = ld.regressions;
+      d.fixes = ld.fixes;
+      return d;
+    }
+  }
   auto a = load_summary(run_a);
   if (!a) return a.status();
   auto b = load_summary(run_b);
@@ -527,6 +569,11 @@ std::string clearing_csv(const TraceStats& st) {
 }
 
 Status render_run(const std::string& dir) {
+  // A wall-time load run's folder has no trace: its summary holds everything.
+  if (auto text = read_text_file(dir + "/summary.json"); text) {
+    Json j = Json::parse(*text, nullptr, false);
+    if (!j.is_discarded() && is_load_summary(j)) return render_load_run(dir, j);
+  }
   auto summary = load_summary(dir);
   if (!summary) return summary.status();
   auto stats = aggregate_trace(dir + "/trace.jsonl");
@@ -534,6 +581,9 @@ Status render_run(const std::string& dir) {
   if (Status s = write_text_file(dir + "/report.html", html_report(*summary, *stats)); !s) return s;
   if (!stats->cleared.empty()) {
     if (Status s = write_text_file(dir + "/clearing.csv", clearing_csv(*stats)); !s) return s;
+  }
+  for (const auto& [name, text] : operator_csv_files(*stats)) {
+    if (Status s = write_text_file(dir + "/" + name, text); !s) return s;
   }
   return write_text_file(dir + "/junit.xml", junit_xml({*summary}, "citycard"));
 }

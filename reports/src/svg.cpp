@@ -42,14 +42,14 @@ struct Frame {
 };
 
 void axes_and_grid(std::ostringstream& o, const Frame& f, const Axes& a, bool x_ticks) {
-  o << "<text x='" << f.w / 2 << "' y='20' text-anchor='middle' class='title'>"
-    << escape(a.title) << "</text>";
+  o << "<text x='" << f.w / 2 << "' y='20' text-anchor='middle' class='title'>" << escape(a.title)
+    << "</text>";
   const double ystep = nice_step(f.y1, 5);
   for (double y = 0; y <= f.y1 + 1e-9; y += ystep) {
     o << "<line x1='" << f.left << "' x2='" << f.w - f.right << "' y1='" << f.py(y) << "' y2='"
       << f.py(y) << "' class='grid'/>";
-    o << "<text x='" << f.left - 6 << "' y='" << f.py(y) + 4
-      << "' text-anchor='end' class='tick'>" << num(y) << "</text>";
+    o << "<text x='" << f.left - 6 << "' y='" << f.py(y) + 4 << "' text-anchor='end' class='tick'>"
+      << num(y) << "</text>";
   }
   if (x_ticks) {
     const double xstep = nice_step(f.x1 - f.x0, 8);
@@ -74,12 +74,23 @@ std::string escape(const std::string& s) {
   out.reserve(s.size());
   for (char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -130,11 +141,19 @@ std::string line_chart(const Axes& a, const std::vector<Series>& series, int wid
     o << "<polyline fill='none' stroke='" << color << "' stroke-width='2' points='";
     for (const auto& [x, y] : series[i].points) o << f.px(x) << ',' << f.py(y) << ' ';
     o << "'/>";
+    if (series[i].points.size() <= 24) {
+      // Few points (a sweep's steps): mark each one.
+      for (const auto& [x, y] : series[i].points) {
+        o << "<circle cx='" << f.px(x) << "' cy='" << f.py(y) << "' r='3' fill='" << color
+          << "'><title>" << escape(series[i].name) << ": " << num(y) << " at " << num(x)
+          << "</title></circle>";
+      }
+    }
     // Legend, top right.
     const int ly = f.top + 4 + static_cast<int>(i) * 16;
     o << "<rect x='" << width - f.right - 150 << "' y='" << ly << "' width='10' height='10' fill='"
-      << color << "'/><text x='" << width - f.right - 135 << "' y='" << ly + 9
-      << "' class='tick'>" << escape(series[i].name) << "</text>";
+      << color << "'/><text x='" << width - f.right - 135 << "' y='" << ly + 9 << "' class='tick'>"
+      << escape(series[i].name) << "</text>";
   }
   o << "</svg>";
   return o.str();
@@ -175,6 +194,55 @@ std::string bar_chart(const Axes& a, const std::vector<std::pair<std::string, do
         << ")' text-anchor='end' class='tick'>" << escape(bars[i].first) << "</text>";
     }
   }
+  // Legend: what a bar is.
+  o << "<rect x='" << width - f.right - 150 << "' y='" << f.top + 4
+    << "' width='10' height='10' fill='" << kPalette[0] << "'/><text x='" << width - f.right - 135
+    << "' y='" << f.top + 13 << "' class='tick'>" << escape(a.y_label) << "</text>";
+  o << "</svg>";
+  return o.str();
+}
+
+std::string histogram(const Axes& a, const std::vector<Bin>& bins, int width, int height) {
+  Frame f{width, height};
+  f.x0 = 0;
+  f.x1 = static_cast<double>(bins.size());
+  double ymax = 0, total = 0;
+  for (const auto& b : bins) {
+    ymax = std::max(ymax, b.count);
+    total += b.count;
+  }
+  const double step = nice_step(ymax, 5);
+  f.y1 = std::max(step, std::ceil(ymax / step) * step);
+  std::ostringstream o;
+  o << "<svg xmlns='http://www.w3.org/2000/svg' class='chart' width='" << width << "' height='"
+    << height << "' viewBox='0 0 " << width << ' ' << height << "' role='img' aria-label='"
+    << escape(a.title) << "'>";
+  axes_and_grid(o, f, a, false);
+  const double slot = bins.empty() ? 0 : (f.px(f.x1) - f.px(0)) / static_cast<double>(bins.size());
+  // Label every edge when they fit, else every other one.
+  const std::size_t label_every = bins.size() <= 16 ? 1 : 2;
+  for (std::size_t i = 0; i < bins.size(); ++i) {
+    const double x = f.px(static_cast<double>(i));
+    const double y = f.py(bins[i].count);
+    char share[32];
+    std::snprintf(share, sizeof share, "%.2f%%", total > 0 ? 100.0 * bins[i].count / total : 0.0);
+    o << "<rect x='" << x + 0.5 << "' y='" << y << "' width='" << std::max(slot - 1, 0.5)
+      << "' height='" << f.py(0) - y << "' fill='" << kPalette[0] << "'><title>"
+      << num(bins[i].from) << " to " << num(bins[i].to) << ": " << num(bins[i].count) << " ("
+      << share << ")</title></rect>";
+    if (i % label_every == 0) {
+      o << "<text x='" << x << "' y='" << f.py(0) + 14 << "' text-anchor='middle' class='tick'>"
+        << num(bins[i].from) << "</text>";
+    }
+  }
+  if (!bins.empty()) {
+    o << "<text x='" << f.px(f.x1) << "' y='" << f.py(0) + 14
+      << "' text-anchor='middle' class='tick'>" << num(bins.back().to) << "</text>";
+  }
+  // Legend: what a bar is.
+  o << "<rect x='" << width - f.right - 150 << "' y='" << f.top + 4
+    << "' width='10' height='10' fill='" << kPalette[0] << "'/><text x='" << width - f.right - 135
+    << "' y='" << f.top + 13 << "' class='tick'>" << escape(a.y_label) << "</text>";
   o << "</svg>";
   return o.str();
 }

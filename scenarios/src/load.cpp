@@ -11,11 +11,13 @@
 
 #include "citycard/backend/backend.h"
 #include "citycard/backend/server.h"
+#include "citycard/reports/wall_report.h"
 #include "citycard/sim/clock.h"
 #include "citycard/sim/zmq_transport.h"
 #include "load_agent.h"
 #include "load_city.h"
 #include "load_local.h"
+#include "citycard/reports/wall_report.h"
 #include "load_report.h"
 
 namespace citycard::scenarios {
@@ -370,6 +372,8 @@ int run_load(const LoadPlan& plan, const LoadRunOptions& o) {
   report.report(summary);
   report.say("summary: " + o.out_dir + "/summary.json  windows: " + o.out_dir +
              "/windows.jsonl  (seed " + std::to_string(plan.knobs.seed) + ")");
+  if (Status s = reports::render_load_run(o.out_dir, summary); !s) return fail(s.to_string());
+  report.say("report: " + o.out_dir + "/report.html  junit: " + o.out_dir + "/junit.xml");
   return exit_code;
 }
 

@@ -1,6 +1,7 @@
 #include "load_stats.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "load_ops.h"
 
@@ -247,6 +248,33 @@ nlohmann::json latency_json(const sim::LatencyHistogram& h) {
           {"mean_ms", h.mean_us() / 1e3}};
 }
 
+nlohmann::json latency_distribution_json(const sim::LatencyHistogram& h) {
+  // Edges 1, 2, 5, 10, 20, 50... µs up to past the histogram's range.
+  std::vector<std::int64_t> edges{0};
+  for (std::int64_t decade = 1; decade <= sim::LatencyHistogram::kHighestUs; decade *= 10) {
+    for (std::int64_t m : {1, 2, 5}) edges.push_back(decade * m);
+  }
+  edges.push_back(std::numeric_limits<std::int64_t>::max());
+  std::vector<std::uint64_t> counts(edges.size() - 1, 0);
+  for (const auto& [lowest, n] : h.slots()) {
+    const auto it = std::upper_bound(edges.begin(), edges.end(), lowest);
+    counts[static_cast<std::size_t>(it - edges.begin()) - 1] += n;
+  }
+  nlohmann::json bins = nlohmann::json::array();
+  std::size_t first = counts.size(), last = 0;
+  for (std::size_t i = 0; i < counts.size(); ++i) {
+    if (counts[i] == 0) continue;
+    first = std::min(first, i);
+    last = i;
+  }
+  for (std::size_t i = first; i <= last && i < counts.size(); ++i) {
+    bins.push_back({{"from_ms", ms(edges[i])},
+                    {"to_ms", i + 2 == edges.size() ? ms(h.max_us()) : ms(edges[i + 1])},
+                    {"count", counts[i]}});
+  }
+  return bins;
+}
+
 sim::LatencyHistogram request_latency(const std::vector<OpStats>& ops) {
   // Not "swipe", a local purchase, nor "flush", the end-of-run burst (see load_ops.h).
   sim::LatencyHistogram h;
@@ -346,6 +374,7 @@ nlohmann::json totals_json(const LoadTotals& t, const std::vector<std::string>& 
     j["offered_per_s"] = static_cast<double>(s.c.planned) / duration_s;
     j["achieved_per_s"] = static_cast<double>(s.c.ok) / elapsed_s;
     j["latency"] = latency_json(s.latency);
+    j["latency_distribution"] = latency_distribution_json(s.latency);
     if (i == kUploadIndex || i == kFlushIndex) {
       j["records_ok"] = s.c.records_ok;
       j["records_duplicate"] = s.c.records_duplicate;
@@ -380,6 +409,7 @@ nlohmann::json totals_json(const LoadTotals& t, const std::vector<std::string>& 
                       {"p999_ms", ms(all.percentile_us(99.9))},
                       {"max_ms", ms(all.max_us())},
                       {"requests", all.count()},
+                      {"latency_distribution", latency_distribution_json(all)},
                       {"records_per_s", static_cast<double>(records_ok(t.ops)) / elapsed_s},
                       {"send_lag", latency_json(t.send_lag)},
                       {"tap_refusals", refusals},

@@ -122,6 +122,10 @@ class WindowMerger {
 // Figures.
 double ms(std::int64_t us);
 nlohmann::json latency_json(const sim::LatencyHistogram& h);  // p50_ms .. max_ms, count
+// The distribution for the report's histogram chart: bins with 1-2-5 edges per decade,
+// [{"from_ms", "to_ms", "count"}...] from the first non-empty bin to the last (a value lands by
+// its histogram slot's lowest value, so edges hold to the histogram's 0.1%).
+nlohmann::json latency_distribution_json(const sim::LatencyHistogram& h);
 // One window's line of windows.jsonl (and of the progress display).
 nlohmann::json window_json(const WindowStats& w, const std::vector<std::string>& op_names,
                            std::int64_t window_us);

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "citycard/protocol/wire.h"
+#include "citycard/reports/report.h"
 #include "citycard/sim/zmq_transport.h"
 #include "load_city.h"
 #include "load_local.h"
@@ -259,6 +260,13 @@ TEST(LoadStats, HeadlineFiguresCountTheBackendsWork) {
   for (const char* key : {"late_sends", "p50_ms", "p99_ms", "p999_ms", "max_ms"}) {
     EXPECT_TRUE(j.contains(key)) << key;
   }
+  // The distribution behind the report's histogram: 1 ms (ping) in [1, 2) ms, 2 and 3 ms
+  // (uploads) in [2, 5) ms; the flush stays out.
+  EXPECT_EQ(j["latency_distribution"],
+            json::parse(R"([{"from_ms":1.0,"to_ms":2.0,"count":1},)"
+                        R"({"from_ms":2.0,"to_ms":5.0,"count":2}])"));
+  EXPECT_EQ(j["ops"]["flush"]["latency_distribution"],
+            json::parse(R"([{"from_ms":500.0,"to_ms":1000.0,"count":1}])"));
 }
 
 // --- real runs over loopback tcp ---
@@ -329,6 +337,12 @@ TEST(LoadRun, EmbeddedBackendRunIsCompleteAndTheSeedFixesTheArrivals) {
         << "the windows add up to the totals";
     EXPECT_EQ(runs.back()["seed"], 5);
     EXPECT_EQ(runs.back()["ignored_in_wall_time"], json::array({"faults"}));
+    // `citycard report` renders a load run's folder too.
+    ASSERT_TRUE(reports::render_run(out).is_ok());
+    const auto html = reports::read_text_file(out + "/report.html");
+    ASSERT_TRUE(html.is_ok());
+    EXPECT_NE(html->find("Offered and achieved"), std::string::npos);
+    EXPECT_NE(html->find("PASS"), std::string::npos);
   }
   // One seed drives the arrivals: the same plan, the same number of each kind.
   for (const char* op : {"swipe", "balance_query", "ping"}) {

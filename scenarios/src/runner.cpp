@@ -6,6 +6,7 @@
 #include "citycard/reports/report.h"
 #include "citycard/sim/clock.h"
 #include "lua_api.h"
+#include "operator_trace.h"
 
 namespace citycard::scenarios {
 
@@ -94,6 +95,7 @@ RunOutcome run_scenario(const RunOptions& options) {
                            {"amount_fen", r.amount_fen}});
         }
       }
+      trace_operator_reports(world.backend(), **trace, world.loop().now_us());
     }
     if (world.built()) {
       // Money is checked after every run, whatever the scenario asserted.

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "citycard/reports/report.h"
 
@@ -64,6 +65,44 @@ TEST_F(Runner, PassingScenarioWritesEveryReport) {
                           "\"virtual_duration_s\"", "\"trace_digest\"", "\"balanced\""}) {
     EXPECT_NE(json->find(key), std::string::npos) << key;
   }
+}
+
+// The backend's operator reports go into the trace at the end of the run, and from there into
+// report.html and the operator CSVs; the transit totals agree with the clearing by route.
+TEST_F(Runner, OperatorReportsGoIntoTheTraceAndTheirCsvs) {
+  auto o = run(scenario("op.lua", std::string(kSmallCity) + "expect('swipes', s.swipes > 100)\n"),
+               7, "run");
+  ASSERT_EQ(o.exit_code, kExitPass) << o.summary.error;
+  auto st = reports::aggregate_trace(dir + "/run/trace.jsonl");
+  ASSERT_TRUE(st.is_ok());
+  std::int64_t issued = -1, purchases = -1;
+  std::map<std::string, std::int64_t> transit_route, cleared_route;
+  std::size_t vehicles = 0, drivers = 0;
+  for (const auto& ev : st->operator_events) {
+    const std::string type = ev["ev"];
+    if (type == "op_issuance") issued = ev["cards"];
+    if (type == "op_transactions") purchases = ev["purchases"];
+    if (type == "op_transit" && ev["dimension"] == "route") {
+      transit_route[ev["key"]] += ev["amount_fen"].get<std::int64_t>();
+    }
+    if (type == "op_transit" && ev["dimension"] == "vehicle") ++vehicles;
+    if (type == "op_transit" && ev["dimension"] == "driver") ++drivers;
+  }
+  for (const auto& c : st->cleared) cleared_route[c.route] += c.amount_fen;
+  EXPECT_EQ(issued, 150);
+  EXPECT_EQ(purchases, static_cast<std::int64_t>(o.summary.swipes));
+  EXPECT_EQ(transit_route.size(), 2u);
+  EXPECT_EQ(transit_route, cleared_route);
+  EXPECT_EQ(vehicles, 4u);  // two routes of two buses
+  EXPECT_GE(drivers, 1u);
+  for (const char* f : {"issuance.csv", "transactions.csv", "failure_rates.csv", "transit.csv",
+                        "terminal_summary.csv"}) {
+    EXPECT_TRUE(fs::exists(dir + "/run/" + f)) << f;
+  }
+  auto html = reports::read_text_file(dir + "/run/report.html");
+  ASSERT_TRUE(html.is_ok());
+  EXPECT_NE(html->find("id='transit'"), std::string::npos);
+  EXPECT_TRUE(o.summary.ledger_balanced);
 }
 
 TEST_F(Runner, FailedExpectationExitsOneAndNamesTheReplay) {

@@ -154,6 +154,14 @@ std::int64_t LatencyHistogram::percentile_us(double q) const {
   return max_;  // unreachable when the counts sum to count_
 }
 
+std::vector<std::pair<std::int64_t, std::uint64_t>> LatencyHistogram::slots() const {
+  std::vector<std::pair<std::int64_t, std::uint64_t>> out;
+  for (std::size_t i = 0; i < kCountsLen; ++i) {
+    if (counts_[i]) out.emplace_back(value_at_index(i), counts_[i]);
+  }
+  return out;
+}
+
 bool LatencyHistogram::operator==(const LatencyHistogram& o) const {
   return count_ == o.count_ && saturated_ == o.saturated_ && min_ == o.min_ && max_ == o.max_ &&
          sum_us_ == o.sum_us_ && counts_ == o.counts_;

@@ -152,3 +152,21 @@ TEST(LatencyHistogram, DecodeRejectsDamage) {
 
 }  // namespace
 }  // namespace citycard::sim
+
+namespace citycard::sim {
+namespace {
+TEST(LatencyHistogram, SlotsListTheNonZeroSlotsWithTheirCounts) {
+  LatencyHistogram h;
+  EXPECT_TRUE(h.slots().empty());
+  h.record_n(7, 3);
+  h.record(1'000'000);
+  h.record(1'000'100);
+  const auto s = h.slots();
+  ASSERT_EQ(s.size(), 2u);  // near 1 s a slot is 512 µs wide: both values share one
+  EXPECT_EQ(s[0].first, 7);
+  EXPECT_EQ(s[0].second, 3u);
+  EXPECT_LE(s[1].first, 1'000'000);
+  EXPECT_EQ(s[1].second, 2u);
+}
+}  // namespace
+}  // namespace citycard::sim

@@ -10,6 +10,7 @@
 
 #include "citycard/protocol/status.h"
 #include "citycard/reports/run_summary.h"
+#include "citycard/reports/trace.h"
 
 namespace citycard::reports {
 
@@ -42,6 +43,9 @@ struct TraceStats {
   static constexpr std::size_t kTearLogMax = 1000;
   std::vector<TearEntry> tear_log;
   std::uint64_t tear_events = 0;
+  // The backend's operator reports and settlement batches the run wrote at its end (op_*,
+  // settlement_batch and operator_reports_skipped events), whole, in trace order.
+  std::vector<Json> operator_events;
   std::uint64_t batches = 0, records_accepted = 0, records_duplicate = 0, records_rejected = 0;
   std::uint64_t lines = 0;
   std::int64_t last_t_us = 0;
@@ -57,8 +61,12 @@ std::string html_report(const RunSummary& summary, const TraceStats& stats);
 // The backend's clearing per route as CSV: operator,route,swipes,amount_fen,amount_yuan.
 std::string clearing_csv(const TraceStats& stats);
 
+// The stylesheet every HTML report inlines.
+const char* report_css();
+
 // Reads RUN_DIR/summary.json and RUN_DIR/trace.jsonl; writes RUN_DIR/report.html,
-// RUN_DIR/junit.xml and RUN_DIR/clearing.csv.
+// RUN_DIR/junit.xml and RUN_DIR/clearing.csv. A `citycard load` run's folder (summary.json
+// with "tool": "citycard load", no trace) goes to render_load_run() (wall_report.h).
 Status render_run(const std::string& run_dir);
 
 // What changed from run A to run B: verdicts expectation by expectation, headline figures,

@@ -27,6 +27,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "citycard/protocol/bytes.h"
@@ -54,6 +55,10 @@ class LatencyHistogram {
   double mean_us() const { return count_ ? sum_us_ / static_cast<double>(count_) : 0; }
   // q in [0, 100]; 0 when empty. See the contract above.
   std::int64_t percentile_us(double q) const;
+
+  // The non-zero slots, lowest first: (lowest value in the slot, count). For drawing the
+  // distribution; values over the range are in the top slot.
+  std::vector<std::pair<std::int64_t, std::uint64_t>> slots() const;
 
   Bytes encode() const;
   static Result<LatencyHistogram> decode(ByteView bytes);
