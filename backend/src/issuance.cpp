@@ -362,9 +362,9 @@ Result<protocol::PsamImage> Issuance::register_terminal(const TerminalParams& p)
   psam.terminal_id = id;
   psam.key_version = version;
   psam.purchase_master = issuer->purchase;
-  psam.maintenance_master = issuer->maintenance;  // for the blacklist lock (801A, 80FA)
-  psam.batch_key = protocol::terminal_batch_key(issuer->batch, id);
   // The blacklist lock (801A + 80FA) needs it: without it a terminal cannot block a card.
+  psam.maintenance_master = issuer->maintenance;
+  psam.batch_key = protocol::terminal_batch_key(issuer->batch, id);
   psam.next_sequence = 1;
   return psam;
 }
