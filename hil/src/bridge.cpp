@@ -67,7 +67,8 @@ std::string BridgeHost::endpoint() const {
   return server_->endpoint();
 }
 
-std::uint64_t BridgeHost::present(std::shared_ptr<devices::CpuCard> card, Bytes uid) {
+std::uint64_t BridgeHost::present(std::shared_ptr<devices::CpuCard> card, Bytes uid,
+                                  std::optional<std::pair<std::size_t, bool>> tear) {
   std::lock_guard<std::mutex> lock(mu_);
   card_ = std::move(card);
   card_->reset();
@@ -78,7 +79,7 @@ std::uint64_t BridgeHost::present(std::shared_ptr<devices::CpuCard> card, Bytes 
   s.serial = card_->serial();
   sessions_.push_back(std::move(s));
   session_ = sessions_.back().id;
-  tear_.reset();
+  tear_ = tear;
   ++events_;
   cv_.notify_all();
   return session_;
@@ -113,6 +114,11 @@ void BridgeHost::set_link(bool up) {
   link_up_ = up;
   ++events_;
   cv_.notify_all();
+}
+
+void BridgeHost::lose_next_backend_reply() {
+  std::lock_guard<std::mutex> lock(mu_);
+  lose_reply_ = true;
 }
 
 void BridgeHost::set_now(std::int64_t epoch2000_s) {
@@ -272,6 +278,11 @@ bp::BridgeReply BridgeHost::dispatch(const bp::BridgeRequest& request,
       }
       if (env->has_upload()) uploads_.push_back(env->upload());
       const Bytes r = backend_->handle(fv);
+      if (lose_reply_) {
+        lose_reply_ = false;
+        ++counters_.link_refusals;
+        return error_reply(bp::BRIDGE_LINK_DOWN, "the backend's reply was lost on the way back");
+      }
       bp::BridgeReply reply;
       reply.mutable_backend()->set_frame(std::string(r.begin(), r.end()));
       return reply;

@@ -173,10 +173,12 @@ Status run_bridge_terminal(const BridgeTerminalOptions& options, std::stop_token
   BridgePsamLink psam(client);
   BridgeChannel bridge_channel(client);
   DefectChannel channel(bridge_channel, has(TerminalDefect::kDoubleUpload));
-  auto make_core = [&] {
-    return std::make_unique<devices::TerminalCore>(psam, channel, devices::UploadQueueOptions{});
+  auto make_core = [&](std::uint64_t first_batch_no) {
+    devices::UploadQueueOptions q;
+    q.first_batch_no = first_batch_no;
+    return std::make_unique<devices::TerminalCore>(psam, channel, q);
   };
-  std::unique_ptr<devices::TerminalCore> core = make_core();
+  std::unique_ptr<devices::TerminalCore> core = make_core(1);
   devices::FarePolicy fare;
   std::set<protocol::Serial8> blacklist;
   std::uint64_t params_version = 0, blacklist_version = 0, done = 0;
@@ -187,6 +189,7 @@ Status run_bridge_terminal(const BridgeTerminalOptions& options, std::stop_token
       core->upload();
       link_up = core->queue().last_failure().code() != Errc::kUnavailable;
     }
+    if (core->queue().size() == 0) link_up = true;  // nothing is failing to go
     bp::BridgeRequest req;
     bp::Poll* poll = req.mutable_poll();
     poll->set_wait_ms(static_cast<std::uint32_t>(options.poll_wait_ms));
@@ -202,6 +205,10 @@ Status run_bridge_terminal(const BridgeTerminalOptions& options, std::stop_token
     const bp::PollReply& p = reply->poll();
     if (p.has_params() && (params_version == 0 || !has(TerminalDefect::kIgnoreParams))) {
       fare = policy_from(p.params());
+      if (options.kind == "pos") {  // a shop: the keyed amount, no fare rules
+        fare.transfer = {};
+        fare.card_type_discount_bp = {};
+      }
     }
     if (p.has_params()) params_version = p.params().version();
     if (p.has_blacklist()) {
@@ -268,7 +275,7 @@ Status run_bridge_terminal(const BridgeTerminalOptions& options, std::stop_token
         outcome->set_reason(reason_of(r));
         if (*r.refusal == devices::Refusal::kTorn && has(TerminalDefect::kNoTearRecovery) &&
             core->queue().size() == 0) {
-          core = make_core();  // the torn purchase is forgotten
+          core = make_core(core->queue().next_batch_no());  // the torn purchase is forgotten
         }
       }
     }

@@ -170,8 +170,8 @@ TEST(Bridge, OurTerminalBuysUploadsAndRecoversATearThroughTheBridge) {
   }
   ASSERT_LT(debit, first.apdus.size());
   bench.advance_s(60);
-  const std::uint64_t s2 = bench.host().present(card->model, card->uid);
-  bench.host().tear_at(debit, true);
+  const std::uint64_t s2 =
+      bench.host().present(card->model, card->uid, std::make_pair(debit, true));
   auto o2 = bench.host().wait_outcome(s2, 10'000);
   ASSERT_TRUE(o2);
   EXPECT_FALSE(o2->accepted());

@@ -24,6 +24,11 @@ Result<std::unique_ptr<ConformanceBench>> ConformanceBench::open(
   if (!psam) return psam.status();
   b->psam_image_ = *psam;
   b->terminal_id_ = psam->terminal_id;
+  // Backend::register_terminal leaves the PSAM's maintenance master (MAMK) empty; a terminal
+  // that locks blacklisted cards needs it, so the bench puts the issuer's in.
+  auto issuer = b->backend_->keys().issuer(psam->key_version);
+  if (!issuer) return issuer.status();
+  b->psam_image_.maintenance_master = issuer->maintenance;
   backend::TerminalParams other = tp;
   other.vehicle = "bus-0002";
   other.device_id = "other-terminal";

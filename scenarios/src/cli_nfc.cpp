@@ -18,6 +18,7 @@
 #include "citycard/hil/pn532_control.h"
 #include "citycard/protocol/bytes.h"
 #include "citycard/protocol/personalisation.h"
+#include "signal_stop.h"
 
 namespace citycard::scenarios {
 namespace {
@@ -35,45 +36,6 @@ constexpr const char* kNfcUsage = R"(usage: citycard nfc <list|read|emulate|pn53
   pn532 --pty PATH        run the software PN532 on a pty linked at PATH
 `citycard nfc <sub> --help` shows its options. emulate and pn532 run until SIGINT/SIGTERM.
 )";
-
-// Blocks SIGINT/SIGTERM (and SIGUSR1, used to end the waiter) in this thread and every
-// thread started after, and turns their arrival into a stop request. Construct it before
-// starting any thread.
-class SignalStop {
- public:
-  SignalStop() {
-    sigemptyset(&set_);
-    sigaddset(&set_, SIGINT);
-    sigaddset(&set_, SIGTERM);
-    sigaddset(&set_, SIGUSR1);
-    pthread_sigmask(SIG_BLOCK, &set_, &old_);
-    waiter_ = std::thread([this] {
-      int sig = 0;
-      sigwait(&set_, &sig);
-      if (sig != SIGUSR1) {
-        signal_ = sig;
-        source_.request_stop();
-      }
-    });
-  }
-  ~SignalStop() {
-    pthread_kill(waiter_.native_handle(), SIGUSR1);
-    waiter_.join();
-    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
-  }
-  SignalStop(const SignalStop&) = delete;
-  SignalStop& operator=(const SignalStop&) = delete;
-
-  std::stop_token token() const { return source_.get_token(); }
-  int signal() const { return signal_; }
-
- private:
-  sigset_t set_{};
-  sigset_t old_{};
-  std::stop_source source_;
-  std::thread waiter_;
-  int signal_ = 0;
-};
 
 // Parses argv; on --help prints and returns 0 through `exit`, on an error prints and returns 2.
 bool parse(const std::string& name, const std::vector<std::string>& args,

@@ -12,6 +12,7 @@
 #include <boost/program_options.hpp>
 
 #include "citycard/reports/report.h"
+#include "citycard/scenarios/certify.h"
 #include "citycard/scenarios/cli_nfc.h"
 #include "citycard/scenarios/load.h"
 #include "citycard/scenarios/runner.h"
@@ -39,6 +40,11 @@ commands:
   nfc read                  read a card: purse balance, counters, records; M1 sectors
   nfc emulate --card P      serve a simulated card through a PN532 (until SIGINT/SIGTERM)
   nfc pn532 --pty PATH      run the software PN532 on a pty for other tools
+  certify --suite S --terminal ENDPOINT
+                            certify a terminal under test over the bridge: JUnit, HTML and
+                            a certificate signed by the harness CA
+  terminal --bridge ENDPOINT
+                            our terminal as a terminal under test (--defect X to break it)
 
 `citycard <command> --help` shows a command's options.
 )";
@@ -182,6 +188,8 @@ int main(int argc, char** argv) {
   if (cmd == "load") return scenarios::cmd_load(args);
   if (cmd == "agent") return scenarios::cmd_agent(args);
   if (cmd == "nfc") return scenarios::cmd_nfc(args);
+  if (cmd == "certify") return scenarios::cmd_certify(args);
+  if (cmd == "terminal") return scenarios::cmd_terminal(args);
   if (cmd == "--help" || cmd == "-h" || cmd == "help") {
     std::cout << kUsage;
     return 0;

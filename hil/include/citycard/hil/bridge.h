@@ -87,7 +87,10 @@ class BridgeHost final : public sim::RequestHandler {
   // --- the slots and the world ---
   // The card is shared: the harness keeps it across presentations (a re-tap is the same card).
   // Returns the new card session's id.
-  std::uint64_t present(std::shared_ptr<devices::CpuCard> card, Bytes uid);
+  // With `tear`: the card leaves at that APDU of the session (see tear_at), set before the
+  // terminal can see the card.
+  std::uint64_t present(std::shared_ptr<devices::CpuCard> card, Bytes uid,
+                        std::optional<std::pair<std::size_t, bool>> tear = std::nullopt);
   void remove();
   // The card leaves at the n-th APDU (0-based) of the current session: before the card sees
   // it, or after it acted and before its answer reached the terminal.
@@ -95,6 +98,9 @@ class BridgeHost final : public sim::RequestHandler {
   void set_psam(std::shared_ptr<devices::Psam> psam);
   void set_backend(sim::RequestHandler* backend);  // not owned; null: none
   void set_link(bool up);
+  // The next backend frame reaches the backend but its reply is lost (BRIDGE_LINK_DOWN): the
+  // terminal must send it again and take the backend's duplicate answer as done.
+  void lose_next_backend_reply();
   void set_now(std::int64_t epoch2000_s);
   void set_params(citycard::bridge::Params params);  // its version is bumped
   void set_blacklist(const std::vector<protocol::Serial8>& serials);
@@ -144,6 +150,7 @@ class BridgeHost final : public sim::RequestHandler {
   std::shared_ptr<devices::Psam> psam_;
   sim::RequestHandler* backend_ = nullptr;
   bool link_up_ = true;
+  bool lose_reply_ = false;
   std::int64_t now_s_ = 0;
   citycard::bridge::Params params_;
   citycard::bridge::Blacklist blacklist_;

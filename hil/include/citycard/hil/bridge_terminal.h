@@ -40,7 +40,7 @@ struct BridgeTerminalOptions {
   std::string name = "citycard-terminal";
   std::set<TerminalDefect> defects;
   int poll_wait_ms = 200;
-  int timeout_ms = 5000;  // a request the harness does not answer in this time fails
+  int timeout_ms = 2000;  // a request the harness does not answer in this time fails
 };
 
 // Runs the terminal until `stop`. kUnavailable when the harness never answers the Hello;
