@@ -52,7 +52,8 @@ Certifier& self(lua_State* L) {
 
 hil::HarnessCard& card_arg(lua_State* L, int idx) {
   Certifier& c = self(L);
-  const lua_Integer i = luaL_checkinteger(L, idx);
+  if (!lua_isinteger(L, idx)) throw std::invalid_argument("a card (from card{...}) expected");
+  const lua_Integer i = lua_tointeger(L, idx);
   if (i < 1 || static_cast<std::size_t>(i) > c.cards.size()) {
     throw std::invalid_argument("no such card: " + std::to_string(i));
   }
@@ -84,14 +85,15 @@ int l_suite(lua_State* L) {
 int l_case(lua_State* L) {
   return guarded(L, [&] {
     Certifier& c = self(L);
-    Case k;
-    k.name = luaL_checkstring(L, 1);
-    int fn = 2;
-    if (lua_type(L, 2) == LUA_TSTRING) {
-      k.targets = lua_tostring(L, 2);
-      fn = 3;
+    // Types first, with C++ errors: a Lua error (longjmp) must not skip our destructors.
+    if (lua_type(L, 1) != LUA_TSTRING) throw std::invalid_argument("case(name, [what], function)");
+    const int fn = lua_type(L, 2) == LUA_TSTRING ? 3 : 2;
+    if (lua_type(L, fn) != LUA_TFUNCTION) {
+      throw std::invalid_argument("case: a function expected after the name");
     }
-    luaL_checktype(L, fn, LUA_TFUNCTION);
+    Case k;
+    k.name = lua_tostring(L, 1);
+    if (fn == 3) k.targets = lua_tostring(L, 2);
     for (const Case& other : c.cases) {
       if (other.name == k.name) throw std::invalid_argument("case '" + k.name + "' twice");
     }

@@ -116,7 +116,7 @@ TEST(CertifySuite, ASuiteThatCannotRunIsAClearError) {
   } bad[] = {
       {"suite { name = 'x' }", "no case"},
       {"case('a', function() end) case('a', function() end)", "case 'a' twice"},
-      {"case('a', 42)", "function expected"},
+      {"case('a', 42)", "a function expected"},
       {"suite { name = 'x' } undefined_function()", "undefined_function"},
   };
   for (const auto& b : bad) {
