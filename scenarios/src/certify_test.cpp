@@ -33,6 +33,9 @@ Result<reports::CertifyResult> run_suite(const std::string& suite,
                                          const std::string& kind = "bus") {
   CertifyOptions o;
   o.suite_path = suite;
+  // A tap takes ~2 ms; a defective terminal that never reaches what a step waits for (two
+  // queued records, say) fails the step after this failsafe.
+  o.step_timeout_ms = 3000;
   std::jthread terminal;
   o.on_listening = [&](const std::string& endpoint) {
     hil::BridgeTerminalOptions t;
