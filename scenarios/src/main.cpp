@@ -12,10 +12,11 @@
 #include <boost/program_options.hpp>
 
 #include "citycard/reports/report.h"
+#include "citycard/scenarios/certify.h"
+#include "citycard/scenarios/cli_nfc.h"
 #include "citycard/scenarios/load.h"
 #include "citycard/scenarios/runner.h"
 #include "citycard/scenarios/serve.h"
-#include "citycard/hil/nfc.h"
 #include "citycard/sim/clock.h"
 
 namespace po = boost::program_options;
@@ -35,7 +36,15 @@ commands:
   load SCENARIO.lua         replay a scenario's rush hour in wall time against a backend over
                             ZeroMQ tcp, open-loop, with latency percentiles
   agent                     take a share of a coordinated `load` from another process/machine
-  nfc list                  list the libnfc readers this machine can see
+  nfc list                  list the libnfc readers this machine can see and their cards
+  nfc read                  read a card: purse balance, counters, records; M1 sectors
+  nfc emulate --card P      serve a simulated card through a PN532 (until SIGINT/SIGTERM)
+  nfc pn532 --pty PATH      run the software PN532 on a pty for other tools
+  certify --suite S --terminal ENDPOINT
+                            certify a terminal under test over the bridge: JUnit, HTML and
+                            a certificate signed by the harness CA
+  terminal --bridge ENDPOINT
+                            our terminal as a terminal under test (--defect X to break it)
 
 `citycard <command> --help` shows a command's options.
 )";
@@ -164,25 +173,6 @@ int cmd_report(const std::vector<std::string>& args) {
   return 0;
 }
 
-int cmd_nfc(const std::vector<std::string>& args) {
-  if (args.empty() || args[0] != "list") {
-    std::cerr << "usage: citycard nfc list\n";
-    return 2;
-  }
-  auto ctx = hil::NfcContext::create();
-  if (!ctx) {
-    std::cerr << "citycard nfc: " << ctx.status().to_string() << "\n";
-    return 2;
-  }
-  const auto readers = (*ctx)->list_readers();
-  std::printf("libnfc %s: %zu reader(s)\n", hil::libnfc_version(), readers.size());
-  for (const auto& r : readers) std::printf("  %s\n", r.c_str());
-  if (readers.empty()) {
-    std::printf("  (none found; give one explicitly with LIBNFC_DEVICE=pn532_uart:/dev/ttyUSB0)\n");
-  }
-  return 0;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -197,7 +187,9 @@ int main(int argc, char** argv) {
   if (cmd == "backend") return scenarios::cmd_backend(args);
   if (cmd == "load") return scenarios::cmd_load(args);
   if (cmd == "agent") return scenarios::cmd_agent(args);
-  if (cmd == "nfc") return cmd_nfc(args);
+  if (cmd == "nfc") return scenarios::cmd_nfc(args);
+  if (cmd == "certify") return scenarios::cmd_certify(args);
+  if (cmd == "terminal") return scenarios::cmd_terminal(args);
   if (cmd == "--help" || cmd == "-h" || cmd == "help") {
     std::cout << kUsage;
     return 0;
