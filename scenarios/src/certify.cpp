@@ -18,6 +18,7 @@
 #include "citycard/hil/conformance.h"
 #include "citycard/reports/run_summary.h"
 #include "citycard/scenarios/lua_sandbox.h"
+#include "citycard/scenarios/runner.h"
 #include "signal_stop.h"
 
 namespace citycard::scenarios {
@@ -602,14 +603,7 @@ int cmd_certify(const std::vector<std::string>& args) {
               << o.endpoint << "'\n";
     return 2;
   }
-  if (o.out_dir.empty()) {
-    char buf[64];
-    const std::time_t t = static_cast<std::time_t>(sim::unix_time_s());
-    std::tm tm{};
-    gmtime_r(&t, &tm);
-    std::strftime(buf, sizeof buf, "runs/certify-%Y%m%d-%H%M%S", &tm);
-    o.out_dir = buf;
-  }
+  if (o.out_dir.empty()) o.out_dir = default_run_dir("certify-");
   o.hello_wait_ms = hello_wait_s * 1000;
   o.on_listening = [](const std::string& endpoint) {
     std::printf("certify: listening on %s for the terminal under test\n", endpoint.c_str());

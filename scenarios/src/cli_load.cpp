@@ -1,12 +1,12 @@
 // The command lines of `citycard load` and `citycard agent`.
 #include <csignal>
-#include <ctime>
 #include <filesystem>
 #include <iostream>
 
 #include <boost/program_options.hpp>
 
 #include "citycard/scenarios/load.h"
+#include "citycard/scenarios/runner.h"
 #include "citycard/sim/clock.h"
 
 namespace citycard::scenarios {
@@ -29,24 +29,6 @@ void install_stop_signals() {
   static_assert(std::atomic<bool>::is_always_lock_free);
   std::signal(SIGINT, on_load_stop_signal);
   std::signal(SIGTERM, on_load_stop_signal);
-}
-
-std::string default_out_dir() {
-  char buf[64];
-  const std::time_t t = static_cast<std::time_t>(sim::unix_time_s());
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  std::strftime(buf, sizeof buf, "runs/load-%Y%m%d-%H%M%S", &tm);
-  return buf;
-}
-
-// The folder holding lib/ above the scenario (as `citycard run` finds it).
-std::string lib_root_for(const fs::path& scenario) {
-  for (fs::path p = scenario.parent_path(); !p.empty(); p = p.parent_path()) {
-    if (fs::is_directory(p / "lib")) return p.string();
-    if (p == p.parent_path()) break;
-  }
-  return scenario.parent_path().empty() ? "." : scenario.parent_path().string();
 }
 
 // Reads a duration option into `into`; false (with a message) when malformed.
@@ -216,7 +198,7 @@ int cmd_load(const std::vector<std::string>& args) {
               << " --backend tcp://HOST:5555 --city " << *file << "\n";
     return kLoadExitOk;
   }
-  ro.out_dir = out.empty() ? default_out_dir() : out;
+  ro.out_dir = out.empty() ? default_run_dir("load-") : out;
   ro.backend = backend;
   ro.city_file = city;
   ro.data_dir = data;

@@ -49,25 +49,6 @@ commands:
 `citycard <command> --help` shows a command's options.
 )";
 
-std::string default_run_dir() {
-  char buf[64];
-  const std::time_t t = static_cast<std::time_t>(sim::unix_time_s());
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  std::strftime(buf, sizeof buf, "runs/%Y%m%d-%H%M%S", &tm);
-  return buf;
-}
-
-// The scenario library root: the folder holding lib/. For scenarios/x.lua that is scenarios/.
-std::string lib_root_for(const fs::path& scenario) {
-  fs::path dir = fs::is_directory(scenario) ? scenario : scenario.parent_path();
-  for (fs::path p = dir; !p.empty(); p = p.parent_path()) {
-    if (fs::is_directory(p / "lib")) return p.string();
-    if (p == p.parent_path()) break;
-  }
-  return dir.empty() ? "." : dir.string();
-}
-
 int cmd_run(const std::vector<std::string>& args) {
   po::options_description opts("citycard run SCENARIO.lua|FOLDER [options]");
   std::string seed_text, out, tags;
@@ -106,8 +87,8 @@ int cmd_run(const std::vector<std::string>& args) {
   }
   scenarios::RunOptions ro;
   ro.scenario_path = path;
-  ro.out_dir = out.empty() ? default_run_dir() : out;
-  ro.lib_root = lib_root_for(path);
+  ro.out_dir = out.empty() ? scenarios::default_run_dir() : out;
+  ro.lib_root = scenarios::lib_root_for(path);
   if (!seed_text.empty()) {
     try {
       std::size_t used = 0;

@@ -1,6 +1,7 @@
 #include "citycard/scenarios/runner.h"
 
 #include <algorithm>
+#include <ctime>
 #include <filesystem>
 
 #include "citycard/reports/report.h"
@@ -171,6 +172,24 @@ int run_folder(const RunOptions& options, std::vector<RunOutcome>& outcomes) {
                                       reports::junit_xml(ran, "citycard"));
   if (!w) return kExitUsageOrScript;
   return worst;
+}
+
+std::string lib_root_for(const fs::path& scenario) {
+  const fs::path dir = fs::is_directory(scenario) ? scenario : scenario.parent_path();
+  for (fs::path p = dir; !p.empty(); p = p.parent_path()) {
+    if (fs::is_directory(p / "lib")) return p.string();
+    if (p == p.parent_path()) break;
+  }
+  return dir.empty() ? "." : dir.string();
+}
+
+std::string default_run_dir(const std::string& prefix) {
+  char buf[64];
+  const std::time_t t = static_cast<std::time_t>(sim::unix_time_s());
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", &tm);
+  return "runs/" + prefix + buf;
 }
 
 }  // namespace citycard::scenarios

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <ostream>
 
 #include "citycard/reports/report.h"
 
@@ -229,6 +230,10 @@ struct LibraryCase {
   const char* scenario;
   const char* defect;
 };
+// How ctest and GoogleTest name a case (instead of its bytes).
+void PrintTo(const LibraryCase& c, std::ostream* os) {
+  *os << c.scenario << ".lua --defect " << c.defect;
+}
 
 class LibraryScenario : public ::testing::TestWithParam<LibraryCase> {};
 

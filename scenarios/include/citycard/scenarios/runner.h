@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -41,5 +42,12 @@ RunOutcome run_scenario(const RunOptions& options);
 // Runs every *.lua directly in `folder` (sorted by name) into out_dir/<name>/, then writes
 // out_dir/junit.xml with a test suite per scenario. Exit code: the worst of the runs.
 int run_folder(const RunOptions& options, std::vector<RunOutcome>& outcomes);
+
+// The scenario library root for a scenario file or folder: the nearest folder at or above it
+// that holds lib/ (for scenarios/x.lua, scenarios/); else the scenario's own folder.
+std::string lib_root_for(const std::filesystem::path& scenario);
+
+// A fresh run folder name for a command: runs/<prefix><UTC yyyymmdd-hhmmss>.
+std::string default_run_dir(const std::string& prefix = "");
 
 }  // namespace citycard::scenarios
