@@ -97,8 +97,12 @@ class Child {
       const pid_t r = ::waitpid(pid_, &status, WNOHANG);
       if (r == pid_) {
         exited_ = true;
-        while (read_line(0)) {
+        // Drain what it wrote before exiting, up to end of file (the pipe's write end is
+        // closed now; the timeout only guards against a grandchild that kept it open).
+        while (read_line(2'000)) {
         }
+        output_ += buffer_;  // a last line without its newline
+        buffer_.clear();
         return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
       }
       if (std::chrono::steady_clock::now() > deadline) return std::nullopt;
