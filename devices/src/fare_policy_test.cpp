@@ -15,11 +15,11 @@ std::int64_t at(int hh, int mm) {
 
 TEST(FarePolicy, DiscountRoundsTheDiscountDownSoTheRiderPaysTheFraction) {
   EXPECT_EQ(apply_discount_bp(200, 5000), 100u);
-  EXPECT_EQ(apply_discount_bp(199, 5000), 99u);   // 99.5 off -> 100 off (rider's favour)
-  EXPECT_EQ(apply_discount_bp(3, 3333), 2u);      // 0.9999 off -> 1 off
-  EXPECT_EQ(apply_discount_bp(3, 1666), 3u);      // 0.4998 off -> 0 off
+  EXPECT_EQ(apply_discount_bp(199, 5000), 99u);  // 99.5 off -> 100 off (rider's favour)
+  EXPECT_EQ(apply_discount_bp(3, 3333), 2u);     // 0.9999 off -> 1 off
+  EXPECT_EQ(apply_discount_bp(3, 1666), 3u);     // 0.4998 off -> 0 off
   EXPECT_EQ(apply_discount_bp(250, 10'000), 0u);
-  EXPECT_EQ(apply_discount_bp(250, 20'000), 0u);  // clamped, never negative
+  EXPECT_EQ(apply_discount_bp(250, 20'000), 0u);                       // clamped, never negative
   EXPECT_EQ(apply_discount_bp(UINT32_MAX, 1), UINT32_MAX - 429'497u);  // 429496.73 -> 429497
 }
 

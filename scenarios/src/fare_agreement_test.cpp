@@ -14,7 +14,7 @@ namespace {
 
 using protocol::CardType;
 
-constexpr std::int64_t kNine = 9 * 3600;            // 09:00 on 2000-01-01
+constexpr std::int64_t kNine = 9 * 3600;  // 09:00 on 2000-01-01
 constexpr std::int64_t kHalfPastEight = 8 * 3600 + 1800;
 
 struct Quotes {
@@ -33,7 +33,8 @@ Quotes both(const wire::FareTable& table, const wire::ParamsReply& reply, CardTy
   Result<backend::FareQuote> b = backend::quote_fare(table, discounts, ride);
   EXPECT_TRUE(b.is_ok()) << b.status().message();
 
-  Result<devices::FarePolicy> p = devices::fare_policy_from_wire(table, reply.card_type_discounts());
+  Result<devices::FarePolicy> p =
+      devices::fare_policy_from_wire(table, reply.card_type_discounts());
   EXPECT_TRUE(p.is_ok()) << p.status().message();
   if (!b.is_ok() || !p.is_ok()) return {-1, -2};
   devices::FareContext c;
