@@ -13,7 +13,7 @@ std::int64_t at(int hh, int mm) {
   return 100 * kDay + hh * 3600 + mm * 60;
 }
 
-TEST(FarePolicy, DiscountRoundsTheDiscountDownSoTheRiderPaysTheFraction) {
+TEST(FarePolicy, HalfAFenOfDiscountRoundsInTheRidersFavour) {
   EXPECT_EQ(apply_discount_bp(200, 5000), 100u);
   EXPECT_EQ(apply_discount_bp(199, 5000), 99u);  // 99.5 off -> 100 off (rider's favour)
   EXPECT_EQ(apply_discount_bp(3, 3333), 2u);     // 0.9999 off -> 1 off
