@@ -8,7 +8,8 @@ namespace citycard::devices {
 
 std::uint32_t apply_discount_bp(std::uint32_t fen, std::uint32_t discount_bp) {
   const std::uint64_t bp = std::min(discount_bp, kBasisPointsWhole);
-  const std::uint64_t off = std::uint64_t{fen} * bp / kBasisPointsWhole;  // rounded down
+  // Half a fen of discount rounds up, in the rider's favour (the backend's rate_of, money.h).
+  const std::uint64_t off = (std::uint64_t{fen} * bp + kBasisPointsWhole / 2) / kBasisPointsWhole;
   return static_cast<std::uint32_t>(fen - off);
 }
 
@@ -60,6 +61,11 @@ Fare quote(const FarePolicy& policy, const FareContext& context) {
   }
   fare.full_fen = fen;
 
+  const auto type = static_cast<std::size_t>(context.card_type);
+  if (type < policy.card_type_discount_bp.size()) {
+    fen = apply_discount_bp(fen, policy.card_type_discount_bp[type]);
+  }
+
   const TransferRule& t = policy.transfer;
   if (t.window_s > 0 && context.last_boarding_epoch2000_s) {
     const std::int64_t since_s = context.now_epoch2000_s - *context.last_boarding_epoch2000_s;
@@ -69,11 +75,6 @@ Fare quote(const FarePolicy& policy, const FareContext& context) {
       fen =
           t.fixed_fare_fen ? std::min(*t.fixed_fare_fen, fen) : fen - std::min(fen, t.discount_fen);
     }
-  }
-
-  const auto type = static_cast<std::size_t>(context.card_type);
-  if (type < policy.card_type_discount_bp.size()) {
-    fen = apply_discount_bp(fen, policy.card_type_discount_bp[type]);
   }
   fare.charged_fen = fen;
   return fare;

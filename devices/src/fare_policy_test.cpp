@@ -13,13 +13,14 @@ std::int64_t at(int hh, int mm) {
   return 100 * kDay + hh * 3600 + mm * 60;
 }
 
-TEST(FarePolicy, DiscountRoundsTheDiscountDownSoTheRiderPaysTheFraction) {
+TEST(FarePolicy, HalfAFenOfDiscountRoundsInTheRidersFavour) {
   EXPECT_EQ(apply_discount_bp(200, 5000), 100u);
-  EXPECT_EQ(apply_discount_bp(199, 5000), 100u);  // 99.5 off -> 99 off
-  EXPECT_EQ(apply_discount_bp(3, 3333), 3u);      // 0.9999 off -> 0 off
+  EXPECT_EQ(apply_discount_bp(199, 5000), 99u);  // 99.5 off -> 100 off (rider's favour)
+  EXPECT_EQ(apply_discount_bp(3, 3333), 2u);     // 0.9999 off -> 1 off
+  EXPECT_EQ(apply_discount_bp(3, 1666), 3u);     // 0.4998 off -> 0 off
   EXPECT_EQ(apply_discount_bp(250, 10'000), 0u);
-  EXPECT_EQ(apply_discount_bp(250, 20'000), 0u);  // clamped, never negative
-  EXPECT_EQ(apply_discount_bp(UINT32_MAX, 1), UINT32_MAX - UINT32_MAX / 10'000);
+  EXPECT_EQ(apply_discount_bp(250, 20'000), 0u);                       // clamped, never negative
+  EXPECT_EQ(apply_discount_bp(UINT32_MAX, 1), UINT32_MAX - 429'497u);  // 429496.73 -> 429497
 }
 
 TEST(FarePolicy, FlatFareIsTheSameForEveryone) {
@@ -99,7 +100,7 @@ TEST(FarePolicy, TransferWithinTheWindowOnlyAndNotFromTheFuture) {
   EXPECT_FALSE(quote(p, {CardType::kAdult, now, 0, now - 60}).transfer);
 }
 
-TEST(FarePolicy, CardTypeDiscountComesLastAndRoundsDown) {
+TEST(FarePolicy, CardTypeDiscountComesBeforeTheTransferAndRoundsInTheRidersFavour) {
   FarePolicy p;
   p.flat_fen = 250;
   p.card_type_discount_bp = {0, 5000, 10'000, 2000};  // adult, student half, elder free, staff
@@ -107,14 +108,15 @@ TEST(FarePolicy, CardTypeDiscountComesLastAndRoundsDown) {
   EXPECT_EQ(quote(p, {CardType::kStudent, at(9, 0), 0, {}}).charged_fen, 125u);
   EXPECT_EQ(quote(p, {CardType::kElder, at(9, 0), 0, {}}).charged_fen, 0u);
   EXPECT_EQ(quote(p, {CardType::kStaff, at(9, 0), 0, {}}).charged_fen, 200u);
-  // Student transfer: 250 - 100 = 150, then half = 75. The full fare stays the adult one.
+  // Student transfer: half of 250 = 125, then 100 off = 25 (transfer first would give 75).
+  // The full fare stays the adult one.
   p.transfer = {3600, 100, std::nullopt};
   const Fare f = quote(p, {CardType::kStudent, at(9, 0), 0, at(8, 30)});
-  EXPECT_EQ(f.charged_fen, 75u);
+  EXPECT_EQ(f.charged_fen, 25u);
   EXPECT_EQ(f.full_fen, 250u);
-  // Odd fen: 251 half -> 125.5 off rounds down to 125 off -> pays 126.
+  // Odd fen: 251 half -> 125.5 off rounds up to 126 off -> pays 125.
   p.flat_fen = 251;
-  EXPECT_EQ(quote(p, {CardType::kStudent, at(9, 0), 0, {}}).charged_fen, 126u);
+  EXPECT_EQ(quote(p, {CardType::kStudent, at(9, 0), 0, {}}).charged_fen, 125u);
 }
 
 TEST(FarePolicy, MinuteOfDay) {
@@ -151,7 +153,8 @@ TEST(FarePolicy, FromADownloadedFareTable) {
   EXPECT_EQ(quote(*p, {CardType::kAdult, at(9, 0), 12001, {}}).charged_fen, 500u);
   EXPECT_EQ(quote(*p, {CardType::kAdult, at(9, 0), 99'000, {}}).charged_fen, 600u);  // cap
   EXPECT_EQ(quote(*p, {CardType::kAdult, at(23, 0), 100, {}}).charged_fen, 240u);
-  EXPECT_EQ(quote(*p, {CardType::kStudent, at(9, 0), 100, at(8, 30)}).charged_fen, 125u);
+  // Student transfer: 300 half = 150, then 50 off = 100.
+  EXPECT_EQ(quote(*p, {CardType::kStudent, at(9, 0), 100, at(8, 30)}).charged_fen, 100u);
 
   t->mutable_bands(1)->set_up_to_m(5000);
   EXPECT_EQ(fare_policy_from_wire(*t, reply.card_type_discounts()).status().code(),

@@ -44,19 +44,19 @@ struct Shop {
   MerchantPos pos;
 };
 
-TEST(MerchantPos, PurchaseWithPinAndMerchantDiscountRoundedDown) {
+TEST(MerchantPos, PurchaseWithPinAndMerchantDiscountRoundedInTheRidersFavour) {
   Shop s;
   CpuCard card(card_image(1, 10'000), sim::Rng(1));
-  const SaleResult r = s.buy(card, 1999);  // 5 % of 1999 = 99.95 -> 99 off
+  const SaleResult r = s.buy(card, 1999);  // 5 % of 1999 = 99.95 -> 100 off (backend's rate_of)
   ASSERT_TRUE(r.ok()) << r.detail;
-  EXPECT_EQ(r.record.amount_fen(), 1900);
+  EXPECT_EQ(r.record.amount_fen(), 1899);
   EXPECT_EQ(r.record.fare_full_fen(), 1999);
-  EXPECT_EQ(card.balance_fen(), 8100u);
+  EXPECT_EQ(card.balance_fen(), 8101u);
   card.reset();
   DirectLink link(card);
   const Result<std::uint32_t> balance = s.pos.balance(link);
   ASSERT_TRUE(balance.is_ok());
-  EXPECT_EQ(*balance, 8100u);
+  EXPECT_EQ(*balance, 8101u);
 }
 
 TEST(MerchantPos, WrongPinIsRefusedWithoutADebitAndCostsATry) {

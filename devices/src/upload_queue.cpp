@@ -113,6 +113,7 @@ void UploadQueue::on_reply(Result<Bytes> reply) {
   counters_.records_duplicate += ack.duplicates();
   counters_.records_rejected += ack.rejected();
   pending_.reset();
+  last_failure_ = Status::ok();  // the link works again: the old failure is history
 }
 
 void UploadQueue::fail(Status why) {

@@ -136,6 +136,20 @@ TEST(UploadQueue, ALostAckResendsTheSameBatchAndTheBackendSeesADuplicate) {
   EXPECT_EQ(f.queue.size(), 0u);
 }
 
+TEST(UploadQueue, AnAcknowledgedUploadClearsTheLastFailure) {
+  Fixture f;
+  ASSERT_TRUE(f.queue.push(record(1)).is_ok());
+  f.channel.script = {ScriptedChannel::Outcome::kTimeout, ScriptedChannel::Outcome::kAnswer};
+  f.queue.upload();
+  f.loop.run();
+  ASSERT_EQ(f.queue.last_failure().code(), Errc::kTimeout);
+  f.queue.upload();
+  f.loop.run();
+  EXPECT_EQ(f.queue.size(), 0u);
+  EXPECT_TRUE(f.queue.last_failure().is_ok()) << f.queue.last_failure().message();
+  EXPECT_EQ(f.queue.counters().failures, 1u);  // the count keeps the history
+}
+
 TEST(UploadQueue, AFullQueueRefusesRecordsAndKeepsTheOldOnes) {
   Fixture f(UploadQueueOptions{3, 2, 1});
   for (std::uint32_t i = 0; i < 3; ++i) ASSERT_TRUE(f.queue.push(record(i)).is_ok());

@@ -5,15 +5,18 @@
 //   1. base fare: flat, or by distance (a band table in stops or in metres);
 //   2. time of day: the first matching band either replaces the base fare or takes a
 //      percentage off it (peak / off-peak tables);
-//   3. transfer: a boarding within `window_s` of the card's previous boarding pays a fixed
-//      transfer fare, or gets `discount_fen` off;
-//   4. card type: a percentage off per card type (student, elder, staff; 10000 bp = free).
+//   3. card type: a percentage off per card type (student, elder, staff; 10000 bp = free),
+//      taken off the full fare;
+//   4. transfer: a boarding within `window_s` of the card's previous boarding gets
+//      `discount_fen` off (never below zero), or pays at most a fixed transfer fare.
+// This is the backend's order (backend/include/citycard/backend/fares.h, quote_fare): terminal
+// and clearing centre must charge the same fen for the same ride (scenarios fare_agreement_test).
 // The "full fare" of a clearing record is the fare after steps 1 and 2 (what an adult pays
 // with no transfer).
 //
-// Money is integer fen. Rounding rule: a percentage discount is rounded DOWN to whole fen
-// (the rider pays the remainder, so the operator never gives away a fraction of a fen):
-//   charged = fare - floor(fare * discount_bp / 10000).
+// Money is integer fen. Rounding rule, the backend's everywhere (money.h rate_of): half a fen of
+// discount rounds UP, in the rider's favour:
+//   charged = fare - floor((fare * discount_bp + 5000) / 10000).
 // A fare never goes below zero.
 //
 // All types are plain values; every function is pure and thread-safe.
@@ -32,7 +35,7 @@ namespace citycard::devices {
 
 // basis points: 10000 = 100 %.
 inline constexpr std::uint32_t kBasisPointsWhole = 10'000;
-// fen - floor(fen * bp / 10000), clamped to [0, fen]; bp above 10000 counts as 10000.
+// fen - floor((fen * bp + 5000) / 10000), clamped to [0, fen]; bp above 10000 counts as 10000.
 std::uint32_t apply_discount_bp(std::uint32_t fen, std::uint32_t discount_bp);
 
 // A distance table: bands by "up to and including" a distance, then a step fare beyond the last

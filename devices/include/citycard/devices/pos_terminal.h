@@ -4,8 +4,8 @@
 //
 // - Purchase: read the card (sale core), VERIFY the PIN on the card (00 20; 63Cx wrong PIN,
 //   6983 PIN blocked -> kWrongPin, no debit), then the purchase of the discounted amount
-//   (discount rounded down, fare_policy.h). The record's fare_full_fen is the undiscounted
-//   price.
+//   (half a fen of discount rounded up, in the cardholder's favour, as the backend's price():
+//   fare_policy.h). The record's fare_full_fen is the undiscounted price.
 // - Answer lost (card pulled at the DEBIT): the engine keeps a grey record and the POS marks
 //   the sale uncertain. The cashier presents the card again with the same amount: if the card
 //   had been debited the engine completes the old sale from the card's proof (no second

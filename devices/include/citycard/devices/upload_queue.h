@@ -78,7 +78,7 @@ class UploadQueue {
   std::uint64_t next_batch_no() const { return next_batch_no_; }
   const std::deque<citycard::wire::SwipeRecord>& records() const { return records_; }
   const UploadCounters& counters() const { return counters_; }
-  // Why the last attempt failed; ok when none has.
+  // Why the last attempt failed; ok when none has or when an upload has been acknowledged since.
   const Status& last_failure() const { return last_failure_; }
 
  private:
