@@ -20,6 +20,8 @@
 #include "citycard/sim/event_loop.h"
 #include "citycard/sim/transport.h"
 
+#include "backend_test_support.h"
+
 namespace citycard {
 namespace {
 
@@ -31,23 +33,7 @@ using devices::SaleResult;
 
 constexpr std::int64_t kSecond = 1'000'000;
 
-std::string temp_db() {
-  static std::atomic<int> n{0};
-  const auto dir = std::filesystem::path(::testing::TempDir()) /
-                   ("gate_taxi_" + std::to_string(::getpid()) + "_" + std::to_string(n++));
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return (dir / "backend.db").string();
-}
-
-class Proxy final : public sim::RequestHandler {
- public:
-  explicit Proxy(backend::Backend& b) : backend_(b) {}
-  Bytes handle(ByteView request) override { return backend_.service().handle(request); }
-
- private:
-  backend::Backend& backend_;
-};
+using Proxy = testsupport::ServiceHandler;
 
 // What every terminal of these tests has: PSAM, link, durable log, blacklist, host session.
 struct Terminal {
@@ -63,13 +49,9 @@ struct Terminal {
 class GateTaxiBackend : public ::testing::Test {
  protected:
   void SetUp() override {
-    backend::BackendOptions o;
-    o.key_seed = 31;
-    o.store.synchronous_full = false;
-    auto opened = backend::Backend::open(temp_db(), o, loop);
+    auto opened = testsupport::open_test_backend("gate_taxi", 31, loop);
     ASSERT_TRUE(opened.is_ok()) << opened.status().to_string();
     backend = std::move(opened).value();
-    ASSERT_TRUE(backend->users().bootstrap_admin("root", "password-1").is_ok());
     admin = *backend->users().login("root", "password-1");
     proxy = std::make_unique<Proxy>(*backend);
     network = std::make_unique<sim::SimNetwork>(loop, sim::Rng(8), sim::NetworkOptions{});

@@ -16,20 +16,13 @@
 #include "citycard/devices/home_reader.h"
 #include "citycard/sim/clock.h"
 
+#include "backend_test_support.h"
+
 namespace citycard {
 namespace {
 
 using devices::CpuCard;
 using devices::DirectLink;
-
-std::string temp_db() {
-  static std::atomic<int> n{0};
-  const auto dir = std::filesystem::path(::testing::TempDir()) /
-                   ("home_reader_" + std::to_string(::getpid()) + "_" + std::to_string(n++));
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return (dir / "backend.db").string();
-}
 
 struct ReaderIdentity {
   protocol::TerminalId terminal_id{};
@@ -48,7 +41,7 @@ class HomeReaderTest : public ::testing::Test {
     o.money.bank.latency_us_max = 2'000;
     o.money.bank.decline_probability = 0;
     o.money.bank.lost_callback_probability = 0;
-    auto opened = backend::Backend::open(temp_db(), o, clock_);
+    auto opened = backend::Backend::open(testsupport::fresh_backend_db("home_reader"), o, clock_);
     ASSERT_TRUE(opened.is_ok()) << opened.status().to_string();
     backend_ = std::move(opened).value();
     backend::ServerOptions so;

@@ -21,6 +21,8 @@
 #include "citycard/sim/event_loop.h"
 #include "citycard/sim/transport.h"
 
+#include "backend_test_support.h"
+
 namespace citycard {
 namespace {
 
@@ -29,23 +31,7 @@ using devices::DirectLink;
 using devices::OnlineLoad;
 using devices::TearingLink;
 
-std::string temp_db() {
-  static std::atomic<int> n{0};
-  const auto dir = std::filesystem::path(::testing::TempDir()) /
-                   ("online_load_" + std::to_string(::getpid()) + "_" + std::to_string(n++));
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return (dir / "backend.db").string();
-}
-
-class Proxy final : public sim::RequestHandler {
- public:
-  explicit Proxy(backend::Backend& b) : backend_(b) {}
-  Bytes handle(ByteView request) override { return backend_.service().handle(request); }
-
- private:
-  backend::Backend& backend_;
-};
+using Proxy = testsupport::ServiceHandler;
 
 // A load terminal on the network: its wire client and its recharge point.
 struct LoadTerminal {
@@ -58,13 +44,9 @@ struct LoadTerminal {
 class OnlineLoadTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    backend::BackendOptions o;
-    o.key_seed = 9;
-    o.store.synchronous_full = false;
-    auto opened = backend::Backend::open(temp_db(), o, loop);
+    auto opened = testsupport::open_test_backend("online_load", 9, loop);
     ASSERT_TRUE(opened.is_ok()) << opened.status().to_string();
     backend = std::move(opened).value();
-    ASSERT_TRUE(backend->users().bootstrap_admin("root", "password-1").is_ok());
     admin = *backend->users().login("root", "password-1");
     proxy = std::make_unique<Proxy>(*backend);
     network = std::make_unique<sim::SimNetwork>(loop, sim::Rng(3), sim::NetworkOptions{});

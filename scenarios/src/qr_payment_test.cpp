@@ -20,6 +20,8 @@
 #include "citycard/sim/transport.h"
 #include "citycard/sim/zmq_transport.h"
 
+#include "backend_test_support.h"
+
 namespace citycard {
 namespace {
 
@@ -27,35 +29,15 @@ using devices::QrRefusal;
 using devices::QrValidator;
 using devices::QrWallet;
 
-std::string temp_db() {
-  static std::atomic<int> n{0};
-  const auto dir = std::filesystem::path(::testing::TempDir()) /
-                   ("qr_payment_" + std::to_string(::getpid()) + "_" + std::to_string(n++));
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return (dir / "backend.db").string();
-}
-
-class Proxy final : public sim::RequestHandler {
- public:
-  explicit Proxy(backend::Backend& b) : backend_(b) {}
-  Bytes handle(ByteView request) override { return backend_.service().handle(request); }
-
- private:
-  backend::Backend& backend_;
-};
+using Proxy = testsupport::ServiceHandler;
 
 class QrPaymentTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (!sim::curve_available()) GTEST_SKIP() << "libzmq without CURVE (server certificates)";
-    backend::BackendOptions o;
-    o.key_seed = 21;
-    o.store.synchronous_full = false;
-    auto opened = backend::Backend::open(temp_db(), o, loop);
+    auto opened = testsupport::open_test_backend("qr_payment", 21, loop);
     ASSERT_TRUE(opened.is_ok()) << opened.status().to_string();
     backend = std::move(opened).value();
-    ASSERT_TRUE(backend->users().bootstrap_admin("root", "password-1").is_ok());
     admin = *backend->users().login("root", "password-1");
 
     // The PKI, and the QR issuer key with a certificate from the city CA.

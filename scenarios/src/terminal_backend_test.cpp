@@ -21,6 +21,8 @@
 #include "citycard/sim/event_loop.h"
 #include "citycard/sim/transport.h"
 
+#include "backend_test_support.h"
+
 namespace citycard {
 namespace {
 
@@ -37,24 +39,7 @@ constexpr std::int64_t kMinute = 60 * kSecond;
 constexpr std::int64_t kHour = 60 * kMinute;
 const std::string kOperator = "SH-BUS-1";
 
-std::string temp_db() {
-  static std::atomic<int> n{0};
-  const auto dir = std::filesystem::path(::testing::TempDir()) /
-                   ("terminal_backend_" + std::to_string(::getpid()) + "_" + std::to_string(n++));
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return (dir / "backend.db").string();
-}
-
-// The backend behind the simulated network; a switch makes it silent (down).
-class Proxy final : public sim::RequestHandler {
- public:
-  explicit Proxy(backend::Backend& b) : backend_(b) {}
-  Bytes handle(ByteView request) override { return backend_.service().handle(request); }
-
- private:
-  backend::Backend& backend_;
-};
+using Proxy = testsupport::ServiceHandler;
 
 // A bus with its PSAM, durable queue, blacklist cache and host session, on its own link.
 struct Bus {
@@ -72,13 +57,9 @@ struct Bus {
 class TerminalBackend : public ::testing::Test {
  protected:
   void SetUp() override {
-    backend::BackendOptions o;
-    o.key_seed = 5;
-    o.store.synchronous_full = false;
-    auto opened = backend::Backend::open(temp_db(), o, loop);
+    auto opened = testsupport::open_test_backend("terminal_backend", 5, loop);
     ASSERT_TRUE(opened.is_ok()) << opened.status().to_string();
     backend = std::move(opened).value();
-    ASSERT_TRUE(backend->users().bootstrap_admin("root", "password-1").is_ok());
     auto s = backend->users().login("root", "password-1");
     ASSERT_TRUE(s.is_ok());
     admin = *s;
