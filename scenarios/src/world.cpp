@@ -7,6 +7,8 @@
 #include <optional>
 #include <cstdio>
 
+#include "citycard/devices/fare_policy.h"
+#include "citycard/devices/purchase.h"
 #include "citycard/protocol/wire.h"
 
 namespace citycard::scenarios {
@@ -29,6 +31,17 @@ Status CityConfig::validate() const {
   if (batch_size_max < 1 || batch_size_max > 10'000) return bad("batch_size must be 1..10000");
   if (network.loss_probability < 0 || network.loss_probability > 1) {
     return bad("network.loss must be a probability in [0, 1]");
+  }
+  double mix_total = 0;
+  for (double w : card_mix) {
+    if (!(w >= 0 && w <= 1e9)) return bad("cards.mix shares must be numbers >= 0");
+    mix_total += w;
+  }
+  if (!(mix_total > 0)) return bad("cards.mix needs a share above zero");
+  for (std::int64_t bp : card_discount_bp) {
+    if (bp < 0 || bp > 9'999) {
+      return bad("cards.discount_bp must be 0..9999 (a sale charges at least 1 fen)");
+    }
   }
   return Status::ok();
 }
@@ -126,6 +139,7 @@ Status World::build(const CityConfig& config) {
   if (built()) return Status(Errc::kInvalidArgument, "city{} can be called only once");
   if (Status s = config.validate(); !s) return s;
   config_ = config;
+  for (std::int64_t bp : config.card_discount_bp) discounts_on_ |= bp > 0;
 
   if (Status s = open_backend(); !s) return s;
   proxy_ = std::make_unique<BackendProxy>(*this);
@@ -136,10 +150,31 @@ Status World::build(const CityConfig& config) {
   auto tx = backend_->store().begin();
   if (!tx) return tx.status();
   sim::Rng balances = rng_.fork("balances");
+  sim::Rng types = rng_.fork("card-types");
+  double mix_total = 0;
+  for (double w : config.card_mix) mix_total += w;
   cards_.reserve(static_cast<std::size_t>(config.cards));
   for (std::int64_t i = 0; i < config.cards; ++i) {
     backend::CardParams p;
     p.opening_balance_fen = balances.uniform_range(config.balance_fen_min, config.balance_fen_max);
+    // The card's type by the mix's shares; an all-adult city draws nothing (same seeds, same
+    // cards as before the mix existed).
+    std::size_t type = 0;
+    if (config.card_mix[0] < mix_total) {
+      double u = types.uniform01() * mix_total;
+      type = config.card_mix.size() - 1;
+      for (std::size_t t = 0; t < config.card_mix.size(); ++t) {
+        if (u < config.card_mix[t]) {
+          type = t;
+          break;
+        }
+        u -= config.card_mix[t];
+      }
+      while (config.card_mix[type] <= 0) --type;  // rounding at the top end
+    }
+    p.card_type = static_cast<protocol::CardType>(type);
+    card_types_.push_back(static_cast<std::uint8_t>(type));
+    ++stats_.cards_by_type[type];
     auto image = backend_->issue_card(p);
     if (!image) return image.status();
     cards_.emplace_back(*image, rng_.fork("card-" + std::to_string(i)));
@@ -189,6 +224,7 @@ Status World::build(const CityConfig& config) {
   }
   trace_.event(loop_.now_us(), "city",
                {{"cards", config.cards},
+                {"cards_by_type", stats_.cards_by_type},
                 {"routes", config.routes},
                 {"buses", buses_.size()},
                 {"fare_fen", config.fare_fen},
@@ -424,6 +460,20 @@ void World::schedule_arrival(std::int64_t at_us, std::int64_t to_us, double mean
   });
 }
 
+// What a discounting validator reads before the sale: the card's type from its holder file.
+Result<protocol::CardType> World::read_card_type(devices::CardLink& link) {
+  devices::PurchaseResult refusal;
+  auto id = devices::identify_card(link, true, true, 0, &refusal);
+  if (!id) return id.status();
+  auto holder = link.transceive(
+      protocol::Command{0x00, 0xB0, 0x80 | protocol::sfi::kHolder, 0x00, {}, std::uint16_t{2}});
+  if (!holder) return holder.status();
+  if (!holder->ok() || holder->data.size() < 2) {
+    return Status(Errc::kRejected, "READ BINARY 0x16 refused");
+  }
+  return static_cast<protocol::CardType>(holder->data[0] & 0x03);
+}
+
 TapOutcome World::tap(std::size_t card_index, std::size_t bus_index, const char* leg,
                       int retaps_left) {
   TapOutcome out;
@@ -431,6 +481,29 @@ TapOutcome World::tap(std::size_t card_index, std::size_t bus_index, const char*
   devices::BusValidator& v = *buses_[bus_index]->validator;
   devices::DirectLink link(card);
   ++stats_.taps;
+  // Card-type discounts: the bus reads the type from the card itself (SELECT, READ BINARY of
+  // the holder file 0x16) and charges the discounted fare for this sale. Only when a discount
+  // is configured, so a city without one exchanges exactly the APDUs it did before.
+  const std::uint32_t base_fare = v.config().fare_fen;
+  std::size_t type = 0;
+  if (discounts_on_) {
+    auto read = read_card_type(link);
+    if (read) {
+      type = static_cast<std::size_t>(*read);
+      v.set_fare_fen(devices::apply_discount_bp(
+          base_fare, static_cast<std::uint32_t>(config_.card_discount_bp[type])));
+    }
+    // An unreadable card: the validator's own tap refuses it with the card's status word.
+  } else {
+    type = card_types_[card_index];
+  }
+  struct FareRestore {
+    devices::BusValidator& v;
+    std::uint32_t fare;
+    ~FareRestore() {
+      if (v.config().fare_fen != fare) v.set_fare_fen(fare);
+    }
+  } restore{v, base_fare};
   devices::TapResult r;
   if (faults_.tear_tap > 0 && static_cast<std::int64_t>(stats_.taps) == faults_.tear_tap) {
     devices::TearingLink torn(link);
@@ -458,7 +531,10 @@ TapOutcome World::tap(std::size_t card_index, std::size_t bus_index, const char*
     recorded_fen_[card_index] += r.record.amount_fen();
     ++stats_.swipes;
     stats_.validator_amount_fen += r.record.amount_fen();
+    ++stats_.swipes_by_type[type];
+    stats_.amount_fen_by_type[type] += r.record.amount_fen();
     ev["amount_fen"] = r.record.amount_fen();
+    if (discounts_on_) ev["card_type"] = protocol::card_type_name(static_cast<protocol::CardType>(type));
     ev["counter"] = r.record.card_counter();
     ev["balance_after_fen"] = card.balance_fen();
     out.ok = true;

@@ -5,6 +5,7 @@
 // configures and drives it. Single-threaded.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -37,6 +38,12 @@ struct CityConfig {
   sim::NetworkOptions network;
   std::int64_t upload_interval_us = 60'000'000;
   std::int64_t batch_size_max = 100;
+  // Card-type mix: the share of issued cards of each type, by protocol::CardType (adult,
+  // student, elder, staff); the shares are weights, not necessarily summing to 1. Each type's
+  // discount in basis points off the fare (rounded down to whole fen, fare_policy.h); below
+  // 10000 so every sale charges at least 1 fen.
+  std::array<double, 4> card_mix{1.0, 0.0, 0.0, 0.0};
+  std::array<std::int64_t, 4> card_discount_bp{0, 0, 0, 0};
 
   // Limits: a scenario asking for more is refused with a message, not run out of memory.
   static constexpr std::int64_t kCardsMax = 50'000'000;
@@ -97,6 +104,11 @@ struct WorldStats {
   std::uint64_t replacements = 0;            // cards replaced at the desk
   std::uint64_t syncs = 0;                   // blacklist/parameter pulls answered
   std::uint64_t sync_failures = 0;           // ... that failed (link down, timeout, error)
+  // Per card type (protocol::CardType: adult, student, elder, staff): cards issued, sales
+  // made and fen charged.
+  std::array<std::uint64_t, 4> cards_by_type{};
+  std::array<std::uint64_t, 4> swipes_by_type{};
+  std::array<std::int64_t, 4> amount_fen_by_type{};
 };
 
 // One bus as an observer sees it (buses() in Lua).
@@ -217,6 +229,11 @@ class World {
   // A tap by hand: card `card_index` on the bus `vehicle` now.
   Result<TapOutcome> tap_card(std::size_t card_index, const std::string& vehicle);
   std::size_t card_count() const { return cards_.size(); }
+  // The type a card was issued with (protocol::CardType); kAdult for an unknown index.
+  protocol::CardType card_type(std::size_t card_index) const {
+    return card_index < card_types_.size() ? static_cast<protocol::CardType>(card_types_[card_index])
+                                           : protocol::CardType::kAdult;
+  }
   CardCheck check_cards() const;
   std::string card_serial_hex(std::size_t card_index) const;
   backend::Backend& backend() { return *backend_; }  // while up
@@ -227,6 +244,7 @@ class World {
   struct Bus;
   class TracingChannel;
   class BackendProxy;
+  static Result<protocol::CardType> read_card_type(devices::CardLink& link);
   TapOutcome tap(std::size_t card_index, std::size_t bus_index, const char* leg = nullptr,
                  int retaps_left = 3);
   void schedule_poll(std::size_t bus_index, std::int64_t at_us);
@@ -257,6 +275,8 @@ class World {
   std::vector<std::string> defects_;  // a backend that failed to restart ends the run
   std::vector<devices::CpuCard> cards_;
   std::vector<std::int64_t> opening_fen_;   // per card, as issued
+  bool discounts_on_ = false;                // a card type has a discount
+  std::vector<std::uint8_t> card_types_;    // per card: protocol::CardType as issued
   std::vector<std::int64_t> recorded_fen_;  // per card, sales recorded by terminals
   sim::Rng tear_rng_;
   std::vector<std::unique_ptr<Bus>> buses_;
