@@ -152,17 +152,19 @@ expect('adult full', t.adult.swipes > 0 and t.adult.amount_fen == t.adult.swipes
 expect('student half', t.student.swipes > 0 and t.student.amount_fen == t.student.swipes * 100)
 expect('elder 80 off', t.elder.swipes > 0 and t.elder.amount_fen == t.elder.swipes * 40)
 expect('cleared', s.backend_amount_fen == s.validator_amount_fen)
-)"), 3, "run");
+)"),
+               3, "run");
   EXPECT_EQ(o.exit_code, kExitPass) << o.summary.error;
   EXPECT_EQ(o.summary.failed(), 0u);
-  auto bad = run(scenario("badmix.lua", "city { cards = { mix = { adult = 1, pensioner = 1 } } }\n"),
-                 1, "bad");
+  auto bad =
+      run(scenario("badmix.lua", "city { cards = { mix = { adult = 1, pensioner = 1 } } }\n"), 1,
+          "bad");
   EXPECT_EQ(bad.exit_code, kExitUsageOrScript);
   EXPECT_NE(bad.summary.error.find("card types are adult, student, elder, staff"),
             std::string::npos)
       << bad.summary.error;
-  auto free = run(scenario("free.lua", "city { cards = { discount_bp = { elder = 10000 } } }\n"),
-                  1, "free");
+  auto free = run(scenario("free.lua", "city { cards = { discount_bp = { elder = 10000 } } }\n"), 1,
+                  "free");
   EXPECT_EQ(free.exit_code, kExitUsageOrScript);
   EXPECT_NE(free.summary.error.find("cards.discount_bp must be 0..9999"), std::string::npos)
       << free.summary.error;

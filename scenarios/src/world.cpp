@@ -534,7 +534,8 @@ TapOutcome World::tap(std::size_t card_index, std::size_t bus_index, const char*
     ++stats_.swipes_by_type[type];
     stats_.amount_fen_by_type[type] += r.record.amount_fen();
     ev["amount_fen"] = r.record.amount_fen();
-    if (discounts_on_) ev["card_type"] = protocol::card_type_name(static_cast<protocol::CardType>(type));
+    if (discounts_on_)
+      ev["card_type"] = protocol::card_type_name(static_cast<protocol::CardType>(type));
     ev["counter"] = r.record.card_counter();
     ev["balance_after_fen"] = card.balance_fen();
     out.ok = true;

@@ -89,7 +89,7 @@ TEST(WorldCardTypes, TheMixIssuesEachTypeAndEachPaysItsDiscountedFare) {
   c.cards = 400;
   c.balance_fen_min = 5000;  // nobody runs out: every tap is a sale
   c.balance_fen_max = 5000;
-  c.fare_fen = 205;          // odd, so the rounding of each discount shows
+  c.fare_fen = 205;  // odd, so the rounding of each discount shows
   c.card_mix = {0.5, 0.3, 0.2, 0.0};
   c.card_discount_bp = {0, 5000, 7500, 0};
   ASSERT_TRUE(r.world.build(c).is_ok());

@@ -231,8 +231,9 @@ class World {
   std::size_t card_count() const { return cards_.size(); }
   // The type a card was issued with (protocol::CardType); kAdult for an unknown index.
   protocol::CardType card_type(std::size_t card_index) const {
-    return card_index < card_types_.size() ? static_cast<protocol::CardType>(card_types_[card_index])
-                                           : protocol::CardType::kAdult;
+    return card_index < card_types_.size()
+               ? static_cast<protocol::CardType>(card_types_[card_index])
+               : protocol::CardType::kAdult;
   }
   CardCheck check_cards() const;
   std::string card_serial_hex(std::size_t card_index) const;
@@ -275,7 +276,7 @@ class World {
   std::vector<std::string> defects_;  // a backend that failed to restart ends the run
   std::vector<devices::CpuCard> cards_;
   std::vector<std::int64_t> opening_fen_;   // per card, as issued
-  bool discounts_on_ = false;                // a card type has a discount
+  bool discounts_on_ = false;               // a card type has a discount
   std::vector<std::uint8_t> card_types_;    // per card: protocol::CardType as issued
   std::vector<std::int64_t> recorded_fen_;  // per card, sales recorded by terminals
   sim::Rng tear_rng_;
