@@ -184,6 +184,14 @@ int l_city(lua_State* L) {
       cfg.operator_id = opt_string_field(L, -1, "operator", cfg.operator_id);
     }
     lua_pop(L, 1);
+    lua_getfield(L, 1, "taxis");
+    if (lua_istable(L, -1)) {
+      cfg.taxis = opt_int_field(L, -1, "count", cfg.taxis);
+      cfg.taxi_operator = opt_string_field(L, -1, "operator", cfg.taxi_operator);
+    } else if (!lua_isnil(L, -1)) {
+      throw std::invalid_argument("field 'taxis' must be a table like { count = 10 }");
+    }
+    lua_pop(L, 1);
     lua_getfield(L, 1, "network");
     if (lua_istable(L, -1)) {
       cfg.network.latency_us_mean = opt_int_field(L, -1, "latency_ms", 40) * 1000;
@@ -201,6 +209,7 @@ int l_city(lua_State* L) {
     knobs["city.routes"] = cfg.routes;
     knobs["city.buses_per_route"] = cfg.buses_per_route;
     knobs["city.fare_fen"] = cfg.fare_fen;
+    if (cfg.taxis > 0) knobs["city.taxis"] = cfg.taxis;
     const bool typed = cfg.card_mix != CityConfig{}.card_mix ||
                        cfg.card_discount_bp != CityConfig{}.card_discount_bp;
     for (std::size_t t = 0; typed && t < 4; ++t) {
@@ -304,6 +313,10 @@ int l_stats(lua_State* L) {
     set_int(L, "sync_failures", static_cast<std::int64_t>(s.sync_failures));
     lua_pushboolean(L, ctx(L).world.backend_up());
     lua_setfield(L, -2, "backend_up");
+    set_int(L, "taxi_trips", static_cast<std::int64_t>(s.taxi_trips));
+    set_int(L, "taxi_amount_fen", s.taxi_amount_fen);
+    set_int(L, "taxi_refusals", static_cast<std::int64_t>(s.taxi_refusals));
+    set_int(L, "power_losses", static_cast<std::int64_t>(s.power_losses));
     // by_type = { adult = { cards =, swipes =, amount_fen = }, student = ..., ... }
     lua_createtable(L, 0, 4);
     for (std::size_t t = 0; t < 4; ++t) {
@@ -495,6 +508,31 @@ int l_outage(lua_State* L) {
     check(c.world.add_outage(group, from, to));
     auto& list = c.summary.knobs["faults.outages"];
     list.push_back({{"group", group}, {"from_us", from}, {"to_us", to}});
+    return 0;
+  });
+}
+
+// taxi_trips { from = "07:00", to = "09:00", per_hour = 300 }
+int l_taxi_trips(lua_State* L) {
+  return guarded(L, [&] {
+    require_table(L, "taxi_trips");
+    ScenarioContext& c = ctx(L);
+    const std::int64_t from = virtual_us_of(c, opt_string_field(L, 1, "from", ""));
+    const std::int64_t to = virtual_us_of(c, opt_string_field(L, 1, "to", ""));
+    check(c.world.add_taxi_trips(from, to, opt_number_field(L, 1, "per_hour", 0)));
+    return 0;
+  });
+}
+
+// power_loss { taxi = "T3", at = "07:40" }
+int l_power_loss(lua_State* L) {
+  return guarded(L, [&] {
+    require_table(L, "power_loss");
+    ScenarioContext& c = ctx(L);
+    const std::string taxi = opt_string_field(L, 1, "taxi", "");
+    const std::int64_t at = virtual_us_of(c, opt_string_field(L, 1, "at", ""));
+    check(c.world.power_loss(taxi, at));
+    c.summary.knobs["faults.power_losses"].push_back({{"taxi", taxi}, {"at_us", at}});
     return 0;
   });
 }
@@ -777,6 +815,8 @@ void install_api(LuaSandbox& sandbox, ScenarioContext& context) {
       {"riders", l_riders},
       {"faults", l_faults},
       {"outage", l_outage},
+      {"taxi_trips", l_taxi_trips},
+      {"power_loss", l_power_loss},
       {"backend_crash", l_backend_crash},
       {"at", l_at},
       {"expect_within", l_expect_within},

@@ -160,6 +160,87 @@ TEST(WorldCardTypes, BadMixOrDiscountIsRefusedWithAReason) {
   refused(c, "cards.discount_bp");
 }
 
+CityConfig taxi_city() {
+  CityConfig c = small_city();
+  c.balance_fen_min = 20'000;  // taxi fares are large: nobody runs out
+  c.balance_fen_max = 20'000;
+  c.taxis = 4;
+  return c;
+}
+
+TEST(WorldTaxis, TaxiFaresAreMeteredChargedUploadedAndCleared) {
+  CityRun r(41);
+  ASSERT_TRUE(r.world.build(taxi_city()).is_ok());
+  ASSERT_TRUE(r.world.add_phase(0, 1800'000'000, 600).is_ok());
+  ASSERT_TRUE(r.world.add_taxi_trips(0, 1800'000'000, 240).is_ok());
+  ASSERT_TRUE(r.world.run_until(1800'000'000).is_ok());
+  ASSERT_TRUE(r.world.drain(3600'000'000).is_ok());
+  const WorldStats s = r.world.stats();
+  EXPECT_GT(s.taxi_trips, 60u);
+  EXPECT_EQ(s.taxi_refusals, 0u);
+  // Flag fall is 14 yuan: every trip costs at least that.
+  EXPECT_GE(s.taxi_amount_fen, static_cast<std::int64_t>(s.taxi_trips) * 1400);
+  EXPECT_EQ(s.queued_records, 0u);
+  EXPECT_EQ(s.uploaded_records, s.swipes + s.taxi_trips);
+  EXPECT_EQ(s.backend_amount_fen, s.validator_amount_fen + s.taxi_amount_fen);
+  EXPECT_EQ(r.world.check_cards().off, 0u) << r.world.check_cards().first_problem;
+  EXPECT_TRUE(r.world.conservation().is_ok()) << r.world.conservation().message();
+}
+
+// Taxis cut off from the backend queue their sales; one loses power with records queued.
+// With its durable log it powers up with the same queue and, once the link is back, uploads
+// them all; with the `taxi_log_in_ram` defect the records are gone and the backend is short.
+WorldStats power_loss_run(bool defect, std::size_t* before, std::size_t* after) {
+  CityRun r(43);
+  if (defect) EXPECT_TRUE(r.world.set_defects({"taxi_log_in_ram"}).is_ok());
+  EXPECT_TRUE(r.world.build(taxi_city()).is_ok());
+  EXPECT_TRUE(r.world.add_outage("T", 0, 1500'000'000).is_ok());
+  EXPECT_TRUE(r.world.add_taxi_trips(0, 1200'000'000, 300).is_ok());
+  EXPECT_TRUE(r.world.at(1300'000'000 - 1, [&] { *before = r.world.taxi_queue_length(0); }).is_ok());
+  EXPECT_TRUE(r.world.power_loss("T1", 1300'000'000).is_ok());
+  EXPECT_TRUE(r.world.at(1300'000'000 + 1, [&] { *after = r.world.taxi_queue_length(0); }).is_ok());
+  EXPECT_TRUE(r.world.run_until(1800'000'000).is_ok());
+  EXPECT_TRUE(r.world.drain(3600'000'000).is_ok());
+  EXPECT_TRUE(r.world.conservation().is_ok()) << r.world.conservation().message();
+  return r.world.stats();
+}
+
+TEST(WorldTaxis, PowerLossKeepsEveryQueuedRecordAndTheDefectLosesThem) {
+  std::size_t before = 0, after = 0;
+  const WorldStats s = power_loss_run(false, &before, &after);
+  EXPECT_EQ(s.power_losses, 1u);
+  EXPECT_GT(before, 0u);  // the taxi held records when the power went
+  EXPECT_EQ(after, before);
+  EXPECT_GT(s.upload_failures, 0u);
+  EXPECT_EQ(s.queued_records, 0u);
+  EXPECT_EQ(s.uploaded_records, s.taxi_trips);
+  EXPECT_EQ(s.backend_amount_fen, s.taxi_amount_fen);
+
+  std::size_t lost_before = 0, lost_after = 0;
+  const WorldStats d = power_loss_run(true, &lost_before, &lost_after);
+  EXPECT_GT(lost_before, 0u);
+  EXPECT_EQ(lost_after, 0u);
+  EXPECT_EQ(d.uploaded_records + lost_before, d.taxi_trips);
+  EXPECT_LT(d.backend_amount_fen, d.taxi_amount_fen);
+}
+
+TEST(WorldTaxis, BadTaxiArgumentsAreRefusedWithAReason) {
+  CityRun r(1);
+  CityConfig c = taxi_city();
+  c.taxis = -1;
+  EXPECT_NE(r.world.build(c).message().find("taxis.count"), std::string::npos);
+  CityRun n(1);
+  ASSERT_TRUE(n.world.build(small_city()).is_ok());  // no taxis
+  EXPECT_NE(n.world.add_taxi_trips(0, 10, 5).message().find("taxis"), std::string::npos);
+  CityRun t(1);
+  ASSERT_TRUE(t.world.build(taxi_city()).is_ok());
+  EXPECT_FALSE(t.world.add_taxi_trips(10, 5, 100).is_ok());
+  EXPECT_FALSE(t.world.add_taxi_trips(0, 10, 0).is_ok());
+  Status s = t.world.power_loss("T9", 10);
+  EXPECT_EQ(s.code(), Errc::kInvalidArgument);
+  EXPECT_NE(s.message().find("no taxi 'T9'"), std::string::npos) << s.message();
+}
+
 std::size_t buses_at_version(const World& w, std::uint64_t v) {
   std::size_t n = 0;
   for (const auto& b : w.buses()) n += b.blacklist_version >= v ? 1 : 0;
