@@ -77,7 +77,8 @@ struct World::Taxi {
 void World::power_on_taxi(Taxi& t) {
   t.module.reset();
   t.storage = std::make_unique<devices::MemoryLogStorage>(t.disk);
-  t.module = std::make_unique<devices::TaxiModule>(t.config, *t.psam, loop_, *t.channel, *t.storage);
+  t.module =
+      std::make_unique<devices::TaxiModule>(t.config, *t.psam, loop_, *t.channel, *t.storage);
 }
 
 // Wraps a bus's channel so every acknowledgement lands in the trace; the validator sees the
@@ -301,8 +302,10 @@ void World::schedule_taxi_poll(std::size_t taxi_index, std::int64_t at_us) {
 
 Status World::add_taxi_trips(std::int64_t from_us, std::int64_t to_us, double trips_per_hour) {
   if (!built()) return Status(Errc::kInvalidArgument, "call city{} before taxi_trips{}");
-  if (taxis_.empty()) return Status(Errc::kInvalidArgument, "taxi_trips{} needs city{ taxis = {...} }");
-  if (to_us <= from_us) return Status(Errc::kInvalidArgument, "taxi trips must end after they start");
+  if (taxis_.empty())
+    return Status(Errc::kInvalidArgument, "taxi_trips{} needs city{ taxis = {...} }");
+  if (to_us <= from_us)
+    return Status(Errc::kInvalidArgument, "taxi trips must end after they start");
   if (from_us < loop_.now_us()) {
     return Status(Errc::kInvalidArgument, "taxi trips cannot start in the past");
   }
@@ -358,8 +361,8 @@ void World::taxi_trip(std::size_t card_index, std::size_t taxi_index) {
     ev["amount_fen"] = r.record.amount_fen();
   } else {
     ++stats_.taxi_refusals;
-    ev["reason"] = r.refusal ? devices::refusal_name(*r.refusal)
-                             : devices::local_refusal_name(*r.local);
+    ev["reason"] =
+        r.refusal ? devices::refusal_name(*r.refusal) : devices::local_refusal_name(*r.local);
     if (!r.detail.empty()) ev["detail"] = r.detail;
   }
   trace_.event(loop_.now_us(), "taxi", std::move(ev));
@@ -375,9 +378,9 @@ Status World::power_loss(const std::string& plate, std::int64_t at_us) {
     if (taxis_[i]->plate == plate) index = i;
   }
   if (index == taxis_.size()) {
-    return Status(Errc::kInvalidArgument,
-                  "no taxi '" + plate + "' (power_loss{} takes a taxi plate, T1..T" +
-                      std::to_string(taxis_.size()) + ")");
+    return Status(Errc::kInvalidArgument, "no taxi '" + plate +
+                                              "' (power_loss{} takes a taxi plate, T1..T" +
+                                              std::to_string(taxis_.size()) + ")");
   }
   loop_.schedule_at(at_us, [this, index] {
     Taxi& t = *taxis_[index];
@@ -389,7 +392,7 @@ Status World::power_loss(const std::string& plate, std::int64_t at_us) {
     t.past.records_rejected += c.records_rejected;
     t.past.batches_acked += c.batches_acked;
     t.past.failures += c.failures;
-    t.module.reset();    // RAM is gone; a reply to the batch in flight finds nobody
+    t.module.reset();     // RAM is gone; a reply to the batch in flight finds nobody
     t.disk->power_off();  // and what the disk had not synced
     // The defect: a taxi that keeps its log in RAM loses every record it had not uploaded.
     if (defect("taxi_log_in_ram")) t.disk = std::make_shared<devices::MemoryDisk>();
@@ -412,9 +415,8 @@ std::size_t World::taxi_queue_length(std::size_t taxi_index) const {
 
 const std::vector<std::string>& known_defects() {
   static const std::vector<std::string> kDefects{
-      "ack_on_failure",  "corrupt_tac", "backend_amnesia", "no_transfers",
-      "stale_blacklist", "stale_fares", "bank_drops_file", "retap_elsewhere",
-      "taxi_log_in_ram"};
+      "ack_on_failure", "corrupt_tac",     "backend_amnesia", "no_transfers",   "stale_blacklist",
+      "stale_fares",    "bank_drops_file", "retap_elsewhere", "taxi_log_in_ram"};
   return kDefects;
 }
 

@@ -196,7 +196,8 @@ WorldStats power_loss_run(bool defect, std::size_t* before, std::size_t* after) 
   EXPECT_TRUE(r.world.build(taxi_city()).is_ok());
   EXPECT_TRUE(r.world.add_outage("T", 0, 1500'000'000).is_ok());
   EXPECT_TRUE(r.world.add_taxi_trips(0, 1200'000'000, 300).is_ok());
-  EXPECT_TRUE(r.world.at(1300'000'000 - 1, [&] { *before = r.world.taxi_queue_length(0); }).is_ok());
+  EXPECT_TRUE(
+      r.world.at(1300'000'000 - 1, [&] { *before = r.world.taxi_queue_length(0); }).is_ok());
   EXPECT_TRUE(r.world.power_loss("T1", 1300'000'000).is_ok());
   EXPECT_TRUE(r.world.at(1300'000'000 + 1, [&] { *after = r.world.taxi_queue_length(0); }).is_ok());
   EXPECT_TRUE(r.world.run_until(1800'000'000).is_ok());
