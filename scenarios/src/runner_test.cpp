@@ -290,7 +290,8 @@ INSTANTIATE_TEST_SUITE_P(
                       LibraryCase{"blacklist_outage", "stale_fares"},
                       LibraryCase{"settlement_month", "bank_drops_file"},
                       LibraryCase{"tearing_storm", "retap_elsewhere"},
-                      LibraryCase{"rush_hour_ci", "ack_on_failure"}),
+                      LibraryCase{"rush_hour_ci", "ack_on_failure"},
+                      LibraryCase{"taxi_shift", "taxi_log_in_ram"}),
     [](const auto& info) { return std::string(info.param.scenario) + "_" + info.param.defect; });
 
 // Determinism: three library scenarios, twice each, same digests.

@@ -1046,7 +1046,7 @@ Status World::drain(std::int64_t max_us) {
   };
   while (!idle()) {
     if (loop_.now_us() >= deadline) {
-      return Status(Errc::kTimeout, "buses still hold records after draining for " +
+      return Status(Errc::kTimeout, "terminals still hold records after draining for " +
                                         std::to_string(max_us / 1'000'000) + " s");
     }
     loop_.run_until(std::min(deadline, loop_.now_us() + 1'000'000));
