@@ -157,7 +157,13 @@ void BM_SaleKinds(benchmark::State& state) {
   for (const char* s : {"", "-wal", "-shm"}) std::filesystem::remove(db + s);
 }
 
-BENCHMARK(BM_SaleKinds)->Arg(0)->Arg(1)->Arg(2)->Iterations(1)->Unit(benchmark::kSecond)->UseRealTime();
+BENCHMARK(BM_SaleKinds)
+    ->Arg(0)
+    ->Arg(1)
+    ->Arg(2)
+    ->Iterations(1)
+    ->Unit(benchmark::kSecond)
+    ->UseRealTime();
 
 }  // namespace
 

@@ -279,20 +279,21 @@ TEST_P(LibraryScenario, PassesSoundAndFailsWithItsDefect) {
             std::string::npos);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Library, LibraryScenario,
-    ::testing::Values(LibraryCase{"smoke", "corrupt_tac"}, LibraryCase{"bus_outage", "ack_on_failure"},
-                      LibraryCase{"backend_crash", "backend_amnesia"},
-                      LibraryCase{"lossy_network", "ack_on_failure"},
-                      LibraryCase{"clock_drift", "ack_on_failure"},
-                      LibraryCase{"commuters", "no_transfers"},
-                      LibraryCase{"blacklist_outage", "stale_blacklist"},
-                      LibraryCase{"blacklist_outage", "stale_fares"},
-                      LibraryCase{"settlement_month", "bank_drops_file"},
-                      LibraryCase{"tearing_storm", "retap_elsewhere"},
-                      LibraryCase{"rush_hour_ci", "ack_on_failure"},
-                      LibraryCase{"taxi_shift", "taxi_log_in_ram"}),
-    [](const auto& info) { return std::string(info.param.scenario) + "_" + info.param.defect; });
+INSTANTIATE_TEST_SUITE_P(Library, LibraryScenario,
+                         ::testing::Values(LibraryCase{"smoke", "corrupt_tac"},
+                                           LibraryCase{"bus_outage", "ack_on_failure"},
+                                           LibraryCase{"backend_crash", "backend_amnesia"},
+                                           LibraryCase{"lossy_network", "ack_on_failure"},
+                                           LibraryCase{"clock_drift", "ack_on_failure"},
+                                           LibraryCase{"commuters", "no_transfers"},
+                                           LibraryCase{"blacklist_outage", "stale_blacklist"},
+                                           LibraryCase{"blacklist_outage", "stale_fares"},
+                                           LibraryCase{"settlement_month", "bank_drops_file"},
+                                           LibraryCase{"tearing_storm", "retap_elsewhere"},
+                                           LibraryCase{"rush_hour_ci", "ack_on_failure"},
+                                           LibraryCase{"taxi_shift", "taxi_log_in_ram"}),
+                         [](const auto& info) { return std::string(info.param.scenario) + "_" + info.param.defect;
+                         });
 
 // Determinism: three library scenarios, twice each, same digests.
 TEST(Determinism, SameSeedSameDigestForLibraryScenarios) {
