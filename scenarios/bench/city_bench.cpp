@@ -17,6 +17,7 @@
 //   vs_small       us_per_swipe relative to the first (smallest) size of the same run
 #include <benchmark/benchmark.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
@@ -94,6 +95,72 @@ void BM_RushHour(benchmark::State& state) {
 BENCHMARK(BM_RushHour)
     ->Args({100, 10'000, 10'000})
     ->Args({2'000, 200'000, 200'000})
+    ->Iterations(1)
+    ->Unit(benchmark::kSecond)
+    ->UseRealTime();
+
+// Per-sale cost of the terminal kinds, in one run: mode 0 flat-fare buses (the baseline),
+// mode 1 buses with a card-type mix and discounts (the bus reads the card type: 2 more
+// APDUs), mode 2 taxis (TaxiModule: meter, sale core, durable log). 100 terminals, 10,000
+// cards, 10,000 sales in one virtual hour, then the drain.
+//   build/bench/scenarios_city_bench --benchmark_filter=SaleKinds --benchmark_counters_tabular=true
+// Counters: us_per_sale (wall microseconds per sale), vs_bus (relative to mode 0).
+double bus_us_per_sale = 0;
+
+void BM_SaleKinds(benchmark::State& state) {
+  const std::int64_t mode = state.range(0);
+  const std::string db = (std::filesystem::temp_directory_path() /
+                          ("citycard_city_bench_kinds_" + std::to_string(::getpid()) + ".db"))
+                             .string();
+  for (auto _ : state) {
+    state.PauseTiming();
+    for (const char* s : {"", "-wal", "-shm"}) std::filesystem::remove(db + s);
+    auto trace = std::move(reports::TraceWriter::open("").value());
+    World world(1, *trace, db);
+    CityConfig c;
+    parse_calendar("2026-11-23 07:00", c.start_epoch2000_s);
+    c.cards = 10'000;
+    c.routes = 5;
+    c.buses_per_route = 20;
+    c.balance_fen_min = 50'000;
+    c.balance_fen_max = 50'000;
+    if (mode == 1) {
+      c.card_mix = {0.6, 0.3, 0.1, 0.0};
+      c.card_discount_bp = {0, 5000, 5000, 0};
+    }
+    if (mode == 2) c.taxis = 100;
+    if (Status s = world.build(c); !s) {
+      state.SkipWithError(s.message().c_str());
+      return;
+    }
+    (void)(mode == 2 ? world.add_taxi_trips(0, 3'600'000'000, 10'000)
+                     : world.add_phase(0, 3'600'000'000, 10'000));
+    state.ResumeTiming();
+    const auto t0 = std::chrono::steady_clock::now();
+    (void)world.run_until(3'600'000'000);
+    (void)world.drain(3'600'000'000);
+    const double wall =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    state.PauseTiming();
+    const WorldStats st = world.stats();
+    const std::uint64_t sales = st.swipes + st.taxi_trips;
+    if (st.uploaded_records != sales || !world.conservation().is_ok()) {
+      state.SkipWithError("the city did not clear every sale or the ledger does not balance");
+    }
+    const double us = wall * 1e6 / static_cast<double>(sales);
+    if (mode == 0) bus_us_per_sale = us;
+    state.counters["sales"] = static_cast<double>(sales);
+    state.counters["us_per_sale"] = us;
+    state.counters["vs_bus"] = bus_us_per_sale > 0 ? us / bus_us_per_sale : 0;
+    state.ResumeTiming();
+  }
+  for (const char* s : {"", "-wal", "-shm"}) std::filesystem::remove(db + s);
+}
+
+BENCHMARK(BM_SaleKinds)
+    ->Arg(0)
+    ->Arg(1)
+    ->Arg(2)
     ->Iterations(1)
     ->Unit(benchmark::kSecond)
     ->UseRealTime();

@@ -113,6 +113,39 @@ int l_describe(lua_State* L) {
   });
 }
 
+constexpr const char* kCardTypeNames[4] = {"adult", "student", "elder", "staff"};
+
+// cards.mix / cards.discount_bp: a table keyed by card type names; any other key is an error.
+// `read` is called per type with the table on top of the stack.
+template <typename Read>
+void read_card_types(lua_State* L, const char* field, Read read) {
+  lua_getfield(L, -1, field);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return;
+  }
+  if (!lua_istable(L, -1)) {
+    throw std::invalid_argument(std::string("cards.") + field +
+                                " must be a table like { adult = ..., student = ... }");
+  }
+  lua_pushnil(L);
+  while (lua_next(L, -2) != 0) {
+    lua_pop(L, 1);  // the value; keep the key
+    bool known = false;
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      for (const char* n : kCardTypeNames) known |= std::string(lua_tostring(L, -1)) == n;
+    }
+    if (!known) {
+      lua_pop(L, 2);
+      throw std::invalid_argument(std::string("cards.") + field +
+                                  ": card types are adult, student, elder, staff");
+    }
+  }
+  // What the table leaves out is zero (for a mix: adult included).
+  for (std::size_t t = 0; t < 4; ++t) read(t);
+  lua_pop(L, 1);
+}
+
 // city { start = "2026-11-23 07:00", cards = {...}, routes = {...}, network = {...},
 //        upload_interval_s = 60, batch_size = 100 }
 int l_city(lua_State* L) {
@@ -135,6 +168,12 @@ int l_city(lua_State* L) {
         cfg.balance_fen_max = opt_int_field(L, -1, "max", cfg.balance_fen_max);
       }
       lua_pop(L, 1);
+      read_card_types(L, "mix", [&](std::size_t t) {
+        cfg.card_mix[t] = opt_number_field(L, -1, kCardTypeNames[t], 0.0);
+      });
+      read_card_types(L, "discount_bp", [&](std::size_t t) {
+        cfg.card_discount_bp[t] = opt_int_field(L, -1, kCardTypeNames[t], 0);
+      });
     }
     lua_pop(L, 1);
     lua_getfield(L, 1, "routes");
@@ -143,6 +182,14 @@ int l_city(lua_State* L) {
       cfg.buses_per_route = opt_int_field(L, -1, "buses_per_route", cfg.buses_per_route);
       cfg.fare_fen = opt_int_field(L, -1, "fare_fen", cfg.fare_fen);
       cfg.operator_id = opt_string_field(L, -1, "operator", cfg.operator_id);
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, 1, "taxis");
+    if (lua_istable(L, -1)) {
+      cfg.taxis = opt_int_field(L, -1, "count", cfg.taxis);
+      cfg.taxi_operator = opt_string_field(L, -1, "operator", cfg.taxi_operator);
+    } else if (!lua_isnil(L, -1)) {
+      throw std::invalid_argument("field 'taxis' must be a table like { count = 10 }");
     }
     lua_pop(L, 1);
     lua_getfield(L, 1, "network");
@@ -162,6 +209,13 @@ int l_city(lua_State* L) {
     knobs["city.routes"] = cfg.routes;
     knobs["city.buses_per_route"] = cfg.buses_per_route;
     knobs["city.fare_fen"] = cfg.fare_fen;
+    if (cfg.taxis > 0) knobs["city.taxis"] = cfg.taxis;
+    const bool typed = cfg.card_mix != CityConfig{}.card_mix ||
+                       cfg.card_discount_bp != CityConfig{}.card_discount_bp;
+    for (std::size_t t = 0; typed && t < 4; ++t) {
+      knobs[std::string("cards.mix.") + kCardTypeNames[t]] = cfg.card_mix[t];
+      knobs[std::string("cards.discount_bp.") + kCardTypeNames[t]] = cfg.card_discount_bp[t];
+    }
     knobs["network.latency_us_mean"] = cfg.network.latency_us_mean;
     knobs["network.latency_us_jitter"] = cfg.network.latency_us_jitter;
     knobs["network.loss_probability"] = cfg.network.loss_probability;
@@ -259,6 +313,20 @@ int l_stats(lua_State* L) {
     set_int(L, "sync_failures", static_cast<std::int64_t>(s.sync_failures));
     lua_pushboolean(L, ctx(L).world.backend_up());
     lua_setfield(L, -2, "backend_up");
+    set_int(L, "taxi_trips", static_cast<std::int64_t>(s.taxi_trips));
+    set_int(L, "taxi_amount_fen", s.taxi_amount_fen);
+    set_int(L, "taxi_refusals", static_cast<std::int64_t>(s.taxi_refusals));
+    set_int(L, "power_losses", static_cast<std::int64_t>(s.power_losses));
+    // by_type = { adult = { cards =, swipes =, amount_fen = }, student = ..., ... }
+    lua_createtable(L, 0, 4);
+    for (std::size_t t = 0; t < 4; ++t) {
+      lua_createtable(L, 0, 3);
+      set_int(L, "cards", static_cast<std::int64_t>(s.cards_by_type[t]));
+      set_int(L, "swipes", static_cast<std::int64_t>(s.swipes_by_type[t]));
+      set_int(L, "amount_fen", s.amount_fen_by_type[t]);
+      lua_setfield(L, -2, kCardTypeNames[t]);
+    }
+    lua_setfield(L, -2, "by_type");
     return 1;
   });
 }
@@ -440,6 +508,31 @@ int l_outage(lua_State* L) {
     check(c.world.add_outage(group, from, to));
     auto& list = c.summary.knobs["faults.outages"];
     list.push_back({{"group", group}, {"from_us", from}, {"to_us", to}});
+    return 0;
+  });
+}
+
+// taxi_trips { from = "07:00", to = "09:00", per_hour = 300 }
+int l_taxi_trips(lua_State* L) {
+  return guarded(L, [&] {
+    require_table(L, "taxi_trips");
+    ScenarioContext& c = ctx(L);
+    const std::int64_t from = virtual_us_of(c, opt_string_field(L, 1, "from", ""));
+    const std::int64_t to = virtual_us_of(c, opt_string_field(L, 1, "to", ""));
+    check(c.world.add_taxi_trips(from, to, opt_number_field(L, 1, "per_hour", 0)));
+    return 0;
+  });
+}
+
+// power_loss { taxi = "T3", at = "07:40" }
+int l_power_loss(lua_State* L) {
+  return guarded(L, [&] {
+    require_table(L, "power_loss");
+    ScenarioContext& c = ctx(L);
+    const std::string taxi = opt_string_field(L, 1, "taxi", "");
+    const std::int64_t at = virtual_us_of(c, opt_string_field(L, 1, "at", ""));
+    check(c.world.power_loss(taxi, at));
+    c.summary.knobs["faults.power_losses"].push_back({{"taxi", taxi}, {"at_us", at}});
     return 0;
   });
 }
@@ -722,6 +815,8 @@ void install_api(LuaSandbox& sandbox, ScenarioContext& context) {
       {"riders", l_riders},
       {"faults", l_faults},
       {"outage", l_outage},
+      {"taxi_trips", l_taxi_trips},
+      {"power_loss", l_power_loss},
       {"backend_crash", l_backend_crash},
       {"at", l_at},
       {"expect_within", l_expect_within},

@@ -136,6 +136,41 @@ TEST_F(Runner, RuntimeErrorMidRunExitsTwoAndTheLedgerStillBalances) {
   EXPECT_TRUE(o.summary.ledger_balanced);  // the automatic check ran after the error
 }
 
+TEST_F(Runner, CardMixFromLuaChargesEachTypeItsFareAndStatsSplitByType) {
+  auto o = run(scenario("mix.lua", R"(
+describe { name = "mix" }
+city { cards = { count = 120, balance_fen = { min = 3000, max = 3000 },
+                 mix = { adult = 2, student = 1, elder = 1 },
+                 discount_bp = { student = 5000, elder = 8000 } },
+       routes = { count = 2, buses_per_route = 1, fare_fen = 200 } }
+phase { from = "07:00", to = "07:20", swipes_per_hour = 1500 }
+run_until "07:20"
+drain()
+local s = stats()
+local t = s.by_type
+expect('all issued', t.adult.cards + t.student.cards + t.elder.cards == 120 and t.staff.cards == 0)
+expect('adult full', t.adult.swipes > 0 and t.adult.amount_fen == t.adult.swipes * 200)
+expect('student half', t.student.swipes > 0 and t.student.amount_fen == t.student.swipes * 100)
+expect('elder 80 off', t.elder.swipes > 0 and t.elder.amount_fen == t.elder.swipes * 40)
+expect('cleared', s.backend_amount_fen == s.validator_amount_fen)
+)"),
+               3, "run");
+  EXPECT_EQ(o.exit_code, kExitPass) << o.summary.error;
+  EXPECT_EQ(o.summary.failed(), 0u);
+  auto bad =
+      run(scenario("badmix.lua", "city { cards = { mix = { adult = 1, pensioner = 1 } } }\n"), 1,
+          "bad");
+  EXPECT_EQ(bad.exit_code, kExitUsageOrScript);
+  EXPECT_NE(bad.summary.error.find("card types are adult, student, elder, staff"),
+            std::string::npos)
+      << bad.summary.error;
+  auto free = run(scenario("free.lua", "city { cards = { discount_bp = { elder = 10000 } } }\n"), 1,
+                  "free");
+  EXPECT_EQ(free.exit_code, kExitUsageOrScript);
+  EXPECT_NE(free.summary.error.find("cards.discount_bp must be 0..9999"), std::string::npos)
+      << free.summary.error;
+}
+
 TEST_F(Runner, BadApiArgumentsAreScriptErrorsWithLine) {
   auto o = run(scenario("badarg.lua", "city { cards = { count = 'many' } }\n"), 1, "run");
   EXPECT_EQ(o.exit_code, kExitUsageOrScript);
@@ -249,19 +284,21 @@ TEST_P(LibraryScenario, PassesSoundAndFailsWithItsDefect) {
             std::string::npos);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Library, LibraryScenario,
-    ::testing::Values(LibraryCase{"smoke", "corrupt_tac"}, LibraryCase{"bus_outage", "ack_on_failure"},
-                      LibraryCase{"backend_crash", "backend_amnesia"},
-                      LibraryCase{"lossy_network", "ack_on_failure"},
-                      LibraryCase{"clock_drift", "ack_on_failure"},
-                      LibraryCase{"commuters", "no_transfers"},
-                      LibraryCase{"blacklist_outage", "stale_blacklist"},
-                      LibraryCase{"blacklist_outage", "stale_fares"},
-                      LibraryCase{"settlement_month", "bank_drops_file"},
-                      LibraryCase{"tearing_storm", "retap_elsewhere"},
-                      LibraryCase{"rush_hour_ci", "ack_on_failure"}),
-    [](const auto& info) { return std::string(info.param.scenario) + "_" + info.param.defect; });
+INSTANTIATE_TEST_SUITE_P(Library, LibraryScenario,
+                         ::testing::Values(LibraryCase{"smoke", "corrupt_tac"},
+                                           LibraryCase{"bus_outage", "ack_on_failure"},
+                                           LibraryCase{"backend_crash", "backend_amnesia"},
+                                           LibraryCase{"lossy_network", "ack_on_failure"},
+                                           LibraryCase{"clock_drift", "ack_on_failure"},
+                                           LibraryCase{"commuters", "no_transfers"},
+                                           LibraryCase{"blacklist_outage", "stale_blacklist"},
+                                           LibraryCase{"blacklist_outage", "stale_fares"},
+                                           LibraryCase{"settlement_month", "bank_drops_file"},
+                                           LibraryCase{"tearing_storm", "retap_elsewhere"},
+                                           LibraryCase{"rush_hour_ci", "ack_on_failure"},
+                                           LibraryCase{"taxi_shift", "taxi_log_in_ram"}),
+                         [](const auto& info) { return std::string(info.param.scenario) + "_" + info.param.defect;
+                         });
 
 // Determinism: three library scenarios, twice each, same digests.
 TEST(Determinism, SameSeedSameDigestForLibraryScenarios) {

@@ -7,6 +7,8 @@
 #include <optional>
 #include <cstdio>
 
+#include "citycard/devices/fare_policy.h"
+#include "citycard/devices/purchase.h"
 #include "citycard/protocol/wire.h"
 
 namespace citycard::scenarios {
@@ -30,6 +32,21 @@ Status CityConfig::validate() const {
   if (network.loss_probability < 0 || network.loss_probability > 1) {
     return bad("network.loss must be a probability in [0, 1]");
   }
+  if (taxis < 0 || taxis > kTaxisMax) {
+    return bad("taxis.count must be 0.." + std::to_string(kTaxisMax));
+  }
+  if (taxis > 0 && taxi_operator.empty()) return bad("taxis.operator must not be empty");
+  double mix_total = 0;
+  for (double w : card_mix) {
+    if (!(w >= 0 && w <= 1e9)) return bad("cards.mix shares must be numbers >= 0");
+    mix_total += w;
+  }
+  if (!(mix_total > 0)) return bad("cards.mix needs a share above zero");
+  for (std::int64_t bp : card_discount_bp) {
+    if (bp < 0 || bp > 9'999) {
+      return bad("cards.discount_bp must be 0..9999 (a sale charges at least 1 fen)");
+    }
+  }
   return Status::ok();
 }
 
@@ -43,6 +60,26 @@ struct World::Bus {
   std::uint64_t params_version = 0;
   bool syncing = false;  // a blacklist/parameter pull is under way
 };
+
+// A taxi: PSAM and link (hardware, survive a power loss), its disk (durable), and the module
+// built on them (volatile: rebuilt from the disk at power-on).
+struct World::Taxi {
+  std::string plate;
+  std::unique_ptr<devices::Psam> psam;
+  std::unique_ptr<sim::Channel> channel;
+  std::shared_ptr<devices::MemoryDisk> disk = std::make_shared<devices::MemoryDisk>();
+  std::unique_ptr<devices::MemoryLogStorage> storage;
+  devices::TaxiModuleConfig config;
+  std::unique_ptr<devices::TaxiModule> module;
+  devices::UploadCounters past;  // counters of the module's earlier lives
+};
+
+void World::power_on_taxi(Taxi& t) {
+  t.module.reset();
+  t.storage = std::make_unique<devices::MemoryLogStorage>(t.disk);
+  t.module =
+      std::make_unique<devices::TaxiModule>(t.config, *t.psam, loop_, *t.channel, *t.storage);
+}
 
 // Wraps a bus's channel so every acknowledgement lands in the trace; the validator sees the
 // reply unchanged.
@@ -126,6 +163,7 @@ Status World::build(const CityConfig& config) {
   if (built()) return Status(Errc::kInvalidArgument, "city{} can be called only once");
   if (Status s = config.validate(); !s) return s;
   config_ = config;
+  for (std::int64_t bp : config.card_discount_bp) discounts_on_ |= bp > 0;
 
   if (Status s = open_backend(); !s) return s;
   proxy_ = std::make_unique<BackendProxy>(*this);
@@ -136,10 +174,31 @@ Status World::build(const CityConfig& config) {
   auto tx = backend_->store().begin();
   if (!tx) return tx.status();
   sim::Rng balances = rng_.fork("balances");
+  sim::Rng types = rng_.fork("card-types");
+  double mix_total = 0;
+  for (double w : config.card_mix) mix_total += w;
   cards_.reserve(static_cast<std::size_t>(config.cards));
   for (std::int64_t i = 0; i < config.cards; ++i) {
     backend::CardParams p;
     p.opening_balance_fen = balances.uniform_range(config.balance_fen_min, config.balance_fen_max);
+    // The card's type by the mix's shares; an all-adult city draws nothing (same seeds, same
+    // cards as before the mix existed).
+    std::size_t type = 0;
+    if (config.card_mix[0] < mix_total) {
+      double u = types.uniform01() * mix_total;
+      type = config.card_mix.size() - 1;
+      for (std::size_t t = 0; t < config.card_mix.size(); ++t) {
+        if (u < config.card_mix[t]) {
+          type = t;
+          break;
+        }
+        u -= config.card_mix[t];
+      }
+      while (config.card_mix[type] <= 0) --type;  // rounding at the top end
+    }
+    p.card_type = static_cast<protocol::CardType>(type);
+    card_types_.push_back(static_cast<std::uint8_t>(type));
+    ++stats_.cards_by_type[type];
     auto image = backend_->issue_card(p);
     if (!image) return image.status();
     cards_.emplace_back(*image, rng_.fork("card-" + std::to_string(i)));
@@ -177,6 +236,27 @@ Status World::build(const CityConfig& config) {
       buses_.push_back(std::move(bus));
     }
   }
+  for (std::int64_t i = 0; i < config.taxis; ++i) {
+    auto taxi = std::make_unique<Taxi>();
+    taxi->plate = "T" + std::to_string(i + 1);
+    backend::TerminalParams tp;
+    tp.operator_id = config.taxi_operator;
+    tp.vehicle = taxi->plate;
+    tp.device_id = "taxi-" + taxi->plate;
+    auto psam_image = backend_->register_terminal(tp);
+    if (!psam_image) return psam_image.status();
+    taxi->psam = std::make_unique<devices::Psam>(*psam_image);
+    taxi->channel = std::make_unique<TracingChannel>(network_->connect(*proxy_, tp.device_id),
+                                                     *this, taxi->plate);
+    taxi->config.core.device_id = tp.device_id;
+    taxi->config.core.operator_id = config.taxi_operator;
+    taxi->config.core.calendar_origin_epoch2000_s = config.start_epoch2000_s;
+    taxi->config.core.queue.batch_records_max = static_cast<std::size_t>(config.batch_size_max);
+    taxi->config.plate = taxi->plate;
+    taxi->config.driver = "D-" + taxi->plate;
+    power_on_taxi(*taxi);
+    taxis_.push_back(std::move(taxi));
+  }
   if (Status s = tx->commit(); !s) return s;
   built_ = true;
   start_yyyymmdd_ = backend_->calendar().today_yyyymmdd();
@@ -187,8 +267,14 @@ Status World::build(const CityConfig& config) {
     schedule_poll(i, static_cast<std::int64_t>(offsets.uniform(
                          static_cast<std::uint64_t>(config.upload_interval_us))));
   }
+  for (std::size_t i = 0; i < taxis_.size(); ++i) {
+    schedule_taxi_poll(i, static_cast<std::int64_t>(offsets.uniform(
+                              static_cast<std::uint64_t>(config.upload_interval_us))));
+  }
   trace_.event(loop_.now_us(), "city",
                {{"cards", config.cards},
+                {"taxis", taxis_.size()},
+                {"cards_by_type", stats_.cards_by_type},
                 {"routes", config.routes},
                 {"buses", buses_.size()},
                 {"fare_fen", config.fare_fen},
@@ -207,10 +293,130 @@ void World::schedule_poll(std::size_t bus_index, std::int64_t at_us) {
   });
 }
 
+void World::schedule_taxi_poll(std::size_t taxi_index, std::int64_t at_us) {
+  loop_.schedule_at(at_us, [this, taxi_index] {
+    taxis_[taxi_index]->module->upload();
+    schedule_taxi_poll(taxi_index, loop_.now_us() + config_.upload_interval_us);
+  });
+}
+
+Status World::add_taxi_trips(std::int64_t from_us, std::int64_t to_us, double trips_per_hour) {
+  if (!built()) return Status(Errc::kInvalidArgument, "call city{} before taxi_trips{}");
+  if (taxis_.empty())
+    return Status(Errc::kInvalidArgument, "taxi_trips{} needs city{ taxis = {...} }");
+  if (to_us <= from_us)
+    return Status(Errc::kInvalidArgument, "taxi trips must end after they start");
+  if (from_us < loop_.now_us()) {
+    return Status(Errc::kInvalidArgument, "taxi trips cannot start in the past");
+  }
+  if (!(trips_per_hour > 0) || trips_per_hour > 1e7) {
+    return Status(Errc::kInvalidArgument, "taxi_trips.per_hour must be in (0, 1e7]");
+  }
+  trace_.event(loop_.now_us(), "taxi_trips",
+               {{"from_us", from_us}, {"to_us", to_us}, {"per_hour", trips_per_hour}});
+  schedule_taxi_arrival(from_us, to_us, 3.6e9 / trips_per_hour);
+  return Status::ok();
+}
+
+void World::schedule_taxi_arrival(std::int64_t at_us, std::int64_t to_us, double mean_gap_us) {
+  const auto gap = static_cast<std::int64_t>(std::llround(demand_rng_.exponential(mean_gap_us)));
+  const std::int64_t next = at_us + gap;
+  if (next >= to_us) return;
+  loop_.schedule_at(next, [this, next, to_us, mean_gap_us] {
+    const auto card = static_cast<std::size_t>(demand_rng_.uniform(cards_.size()));
+    const auto taxi = static_cast<std::size_t>(demand_rng_.uniform(taxis_.size()));
+    taxi_trip(card, taxi);
+    schedule_taxi_arrival(next, to_us, mean_gap_us);
+  });
+}
+
+// The trip is metered as it happens (distance at ~25 km/h, a stretch of waiting in traffic);
+// the fare is charged when the rider taps at the end, which is now.
+void World::taxi_trip(std::size_t card_index, std::size_t taxi_index) {
+  Taxi& t = *taxis_[taxi_index];
+  devices::CpuCard& card = cards_[card_index];
+  const auto metres = static_cast<std::uint32_t>(demand_rng_.uniform_range(1500, 20'000));
+  const auto waiting_s = static_cast<std::uint32_t>(demand_rng_.uniform_range(0, 900));
+  const std::uint32_t driving_s = metres * 36 / 250;  // 25 km/h
+  const std::int64_t end_s = config_.start_epoch2000_s + loop_.now_us() / 1'000'000;
+  devices::TaxiMeter meter;
+  meter.start(end_s - driving_s - waiting_s);
+  meter.drive(metres, driving_s);
+  meter.drive(0, waiting_s);
+  devices::DirectLink link(card);
+  const devices::SaleResult r = t.module->charge(link, meter);
+  card.reset();
+  reports::Json ev{{"card", to_hex(card.serial())},
+                   {"taxi", t.plate},
+                   {"metres", metres},
+                   {"fare_fen", meter.fare_fen()},
+                   {"ok", r.ok()}};
+  if (r.ok()) {
+    ++stats_.taxi_trips;
+    stats_.taxi_amount_fen += r.record.amount_fen();
+    recorded_fen_[card_index] += r.record.amount_fen();
+    const std::size_t type = card_types_[card_index];
+    ++stats_.swipes_by_type[type];
+    stats_.amount_fen_by_type[type] += r.record.amount_fen();
+    ev["amount_fen"] = r.record.amount_fen();
+  } else {
+    ++stats_.taxi_refusals;
+    ev["reason"] =
+        r.refusal ? devices::refusal_name(*r.refusal) : devices::local_refusal_name(*r.local);
+    if (!r.detail.empty()) ev["detail"] = r.detail;
+  }
+  trace_.event(loop_.now_us(), "taxi", std::move(ev));
+}
+
+Status World::power_loss(const std::string& plate, std::int64_t at_us) {
+  if (!built()) return Status(Errc::kInvalidArgument, "call city{} before power_loss{}");
+  if (at_us < loop_.now_us()) {
+    return Status(Errc::kInvalidArgument, "a power loss must be in the future");
+  }
+  std::size_t index = taxis_.size();
+  for (std::size_t i = 0; i < taxis_.size(); ++i) {
+    if (taxis_[i]->plate == plate) index = i;
+  }
+  if (index == taxis_.size()) {
+    return Status(Errc::kInvalidArgument, "no taxi '" + plate +
+                                              "' (power_loss{} takes a taxi plate, T1..T" +
+                                              std::to_string(taxis_.size()) + ")");
+  }
+  loop_.schedule_at(at_us, [this, index] {
+    Taxi& t = *taxis_[index];
+    const std::size_t before = t.module->core().queue().size();
+    const bool in_flight = t.module->core().queue().in_flight();
+    const auto& c = t.module->core().queue().counters();
+    t.past.records_accepted += c.records_accepted;
+    t.past.records_duplicate += c.records_duplicate;
+    t.past.records_rejected += c.records_rejected;
+    t.past.batches_acked += c.batches_acked;
+    t.past.failures += c.failures;
+    t.module.reset();     // RAM is gone; a reply to the batch in flight finds nobody
+    t.disk->power_off();  // and what the disk had not synced
+    // The defect: a taxi that keeps its log in RAM loses every record it had not uploaded.
+    if (defect("taxi_log_in_ram")) t.disk = std::make_shared<devices::MemoryDisk>();
+    power_on_taxi(t);
+    ++stats_.power_losses;
+    const auto& rec = t.module->core().queue().recovery();
+    trace_.event(loop_.now_us(), "power_loss",
+                 {{"taxi", t.plate},
+                  {"queued_before", before},
+                  {"in_flight", in_flight},
+                  {"queued_after", t.module->core().queue().size()},
+                  {"recovery_ok", rec.status.is_ok()}});
+  });
+  return Status::ok();
+}
+
+std::size_t World::taxi_queue_length(std::size_t taxi_index) const {
+  return taxi_index < taxis_.size() ? taxis_[taxi_index]->module->core().queue().size() : 0;
+}
+
 const std::vector<std::string>& known_defects() {
   static const std::vector<std::string> kDefects{
-      "ack_on_failure",  "corrupt_tac", "backend_amnesia", "no_transfers",
-      "stale_blacklist", "stale_fares", "bank_drops_file", "retap_elsewhere"};
+      "ack_on_failure", "corrupt_tac",     "backend_amnesia", "no_transfers",   "stale_blacklist",
+      "stale_fares",    "bank_drops_file", "retap_elsewhere", "taxi_log_in_ram"};
   return kDefects;
 }
 
@@ -380,6 +586,8 @@ Status World::add_outage(const std::string& group, std::int64_t from_us, std::in
   if (!built()) return Status(Errc::kInvalidArgument, "call city{} before an outage");
   if (to_us <= from_us) return Status(Errc::kInvalidArgument, "an outage must end after it starts");
   network_->add_outage({"val-" + group, from_us, to_us});
+  // Taxis are "T1".."Tn": group "T" is every taxi, "T3" one of them.
+  if (!taxis_.empty()) network_->add_outage({"taxi-" + group, from_us, to_us});
   trace_.event(loop_.now_us(), "outage",
                {{"group", group}, {"from_us", from_us}, {"to_us", to_us}});
   return Status::ok();
@@ -424,6 +632,20 @@ void World::schedule_arrival(std::int64_t at_us, std::int64_t to_us, double mean
   });
 }
 
+// What a discounting validator reads before the sale: the card's type from its holder file.
+Result<protocol::CardType> World::read_card_type(devices::CardLink& link) {
+  devices::PurchaseResult refusal;
+  auto id = devices::identify_card(link, true, true, 0, &refusal);
+  if (!id) return id.status();
+  auto holder = link.transceive(
+      protocol::Command{0x00, 0xB0, 0x80 | protocol::sfi::kHolder, 0x00, {}, std::uint16_t{2}});
+  if (!holder) return holder.status();
+  if (!holder->ok() || holder->data.size() < 2) {
+    return Status(Errc::kRejected, "READ BINARY 0x16 refused");
+  }
+  return static_cast<protocol::CardType>(holder->data[0] & 0x03);
+}
+
 TapOutcome World::tap(std::size_t card_index, std::size_t bus_index, const char* leg,
                       int retaps_left) {
   TapOutcome out;
@@ -431,6 +653,29 @@ TapOutcome World::tap(std::size_t card_index, std::size_t bus_index, const char*
   devices::BusValidator& v = *buses_[bus_index]->validator;
   devices::DirectLink link(card);
   ++stats_.taps;
+  // Card-type discounts: the bus reads the type from the card itself (SELECT, READ BINARY of
+  // the holder file 0x16) and charges the discounted fare for this sale. Only when a discount
+  // is configured, so a city without one exchanges exactly the APDUs it did before.
+  const std::uint32_t base_fare = v.config().fare_fen;
+  std::size_t type = 0;
+  if (discounts_on_) {
+    auto read = read_card_type(link);
+    if (read) {
+      type = static_cast<std::size_t>(*read);
+      v.set_fare_fen(devices::apply_discount_bp(
+          base_fare, static_cast<std::uint32_t>(config_.card_discount_bp[type])));
+    }
+    // An unreadable card: the validator's own tap refuses it with the card's status word.
+  } else {
+    type = card_types_[card_index];
+  }
+  struct FareRestore {
+    devices::BusValidator& v;
+    std::uint32_t fare;
+    ~FareRestore() {
+      if (v.config().fare_fen != fare) v.set_fare_fen(fare);
+    }
+  } restore{v, base_fare};
   devices::TapResult r;
   if (faults_.tear_tap > 0 && static_cast<std::int64_t>(stats_.taps) == faults_.tear_tap) {
     devices::TearingLink torn(link);
@@ -458,7 +703,11 @@ TapOutcome World::tap(std::size_t card_index, std::size_t bus_index, const char*
     recorded_fen_[card_index] += r.record.amount_fen();
     ++stats_.swipes;
     stats_.validator_amount_fen += r.record.amount_fen();
+    ++stats_.swipes_by_type[type];
+    stats_.amount_fen_by_type[type] += r.record.amount_fen();
     ev["amount_fen"] = r.record.amount_fen();
+    if (discounts_on_)
+      ev["card_type"] = protocol::card_type_name(static_cast<protocol::CardType>(type));
     ev["counter"] = r.record.card_counter();
     ev["balance_after_fen"] = card.balance_fen();
     out.ok = true;
@@ -789,11 +1038,15 @@ Status World::drain(std::int64_t max_us) {
     for (const auto& b : buses_) {
       if (b->validator->queue_length() > 0 || b->validator->queue().in_flight()) return false;
     }
+    for (const auto& t : taxis_) {
+      const auto& q = t->module->core().queue();
+      if (q.size() > 0 || q.in_flight()) return false;
+    }
     return true;
   };
   while (!idle()) {
     if (loop_.now_us() >= deadline) {
-      return Status(Errc::kTimeout, "buses still hold records after draining for " +
+      return Status(Errc::kTimeout, "terminals still hold records after draining for " +
                                         std::to_string(max_us / 1'000'000) + " s");
     }
     loop_.run_until(std::min(deadline, loop_.now_us() + 1'000'000));
@@ -812,6 +1065,16 @@ WorldStats World::stats() const {
     s.batches_acked += u.batches_acked;
     s.upload_failures += u.failures;
     s.queued_records += b->validator->queue_length();
+  }
+  for (const auto& t : taxis_) {
+    const auto& q = t->module->core().queue();
+    const auto& u = q.counters();
+    s.uploaded_records += u.records_accepted + t->past.records_accepted;
+    s.duplicate_records += u.records_duplicate + t->past.records_duplicate;
+    s.rejected_records += u.records_rejected + t->past.records_rejected;
+    s.batches_acked += u.batches_acked + t->past.batches_acked;
+    s.upload_failures += u.failures + t->past.failures;
+    s.queued_records += q.size();
   }
   for (const auto& b : buses_) {
     s.max_clock_error_us = std::max(s.max_clock_error_us, std::abs(b->clock->error_us()));

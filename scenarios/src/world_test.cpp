@@ -83,6 +83,165 @@ TEST(World, BadConfigurationIsRefusedWithAReason) {
   EXPECT_FALSE(r.world.add_phase(0, 10, -1).is_ok());
 }
 
+TEST(WorldCardTypes, TheMixIssuesEachTypeAndEachPaysItsDiscountedFare) {
+  CityRun r(21);
+  CityConfig c = small_city();
+  c.cards = 400;
+  c.balance_fen_min = 5000;  // nobody runs out: every tap is a sale
+  c.balance_fen_max = 5000;
+  c.fare_fen = 205;  // odd, so the rounding of each discount shows
+  c.card_mix = {0.5, 0.3, 0.2, 0.0};
+  c.card_discount_bp = {0, 5000, 7500, 0};
+  ASSERT_TRUE(r.world.build(c).is_ok());
+  WorldStats s = r.world.stats();
+  EXPECT_EQ(s.cards_by_type[0] + s.cards_by_type[1] + s.cards_by_type[2], 400u);
+  EXPECT_EQ(s.cards_by_type[3], 0u);  // a zero share issues none
+  // 400 draws at 50/30/20 %: each well inside +-10 points of its share.
+  EXPECT_GT(s.cards_by_type[0], 160u);
+  EXPECT_LT(s.cards_by_type[0], 240u);
+  EXPECT_GT(s.cards_by_type[1], 80u);
+  EXPECT_LT(s.cards_by_type[1], 160u);
+  EXPECT_GT(s.cards_by_type[2], 40u);
+  EXPECT_LT(s.cards_by_type[2], 120u);
+
+  // A tap by hand per type: full fare, half (102.5 -> 102 off, 103 charged), a quarter
+  // (153.75 -> 153 off, 52 charged): discounts are rounded down.
+  const std::int64_t want[3] = {205, 103, 52};
+  bool seen[3] = {false, false, false};
+  for (std::size_t i = 0; i < r.world.card_count(); ++i) {
+    const auto t = static_cast<std::size_t>(r.world.card_type(i));
+    if (seen[t]) continue;
+    seen[t] = true;
+    auto tap = r.world.tap_card(i, "R1-B1");
+    ASSERT_TRUE(tap.is_ok());
+    EXPECT_TRUE(tap->ok) << tap->reason;
+    EXPECT_EQ(tap->amount_fen, want[t]) << "card type " << t;
+  }
+  ASSERT_TRUE(seen[0] && seen[1] && seen[2]);
+  // The discount is per sale: the bus still shows its full fare.
+  EXPECT_EQ(r.world.buses()[0].fare_fen, 205);
+
+  ASSERT_TRUE(r.world.add_phase(0, 1200'000'000, 3000).is_ok());
+  ASSERT_TRUE(r.world.run_until(1200'000'000).is_ok());
+  ASSERT_TRUE(r.world.drain(3600'000'000).is_ok());
+  s = r.world.stats();
+  EXPECT_EQ(s.refusals, 0u);
+  for (std::size_t t = 0; t < 3; ++t) {
+    EXPECT_GT(s.swipes_by_type[t], 0u) << t;
+    EXPECT_EQ(s.amount_fen_by_type[t], static_cast<std::int64_t>(s.swipes_by_type[t]) * want[t])
+        << "card type " << t;
+  }
+  EXPECT_EQ(s.swipes_by_type[0] + s.swipes_by_type[1] + s.swipes_by_type[2], s.swipes);
+  // The backend cleared exactly what the validators charged, discounts included.
+  EXPECT_EQ(s.uploaded_records, s.swipes);
+  EXPECT_EQ(s.backend_amount_fen, s.validator_amount_fen);
+  EXPECT_LT(s.validator_amount_fen, static_cast<std::int64_t>(s.swipes) * 205);
+  EXPECT_EQ(r.world.check_cards().off, 0u) << r.world.check_cards().first_problem;
+  EXPECT_TRUE(r.world.conservation().is_ok()) << r.world.conservation().message();
+}
+
+TEST(WorldCardTypes, BadMixOrDiscountIsRefusedWithAReason) {
+  auto refused = [](CityConfig c, const char* what) {
+    CityRun r(1);
+    Status s = r.world.build(c);
+    EXPECT_EQ(s.code(), Errc::kInvalidArgument) << what;
+    EXPECT_NE(s.message().find(what), std::string::npos) << s.message();
+    EXPECT_FALSE(r.world.built());
+  };
+  CityConfig c = small_city();
+  c.card_mix = {0, 0, 0, 0};
+  refused(c, "cards.mix");
+  c.card_mix = {1, -0.5, 0, 0};
+  refused(c, "cards.mix");
+  c.card_mix = {1, 0, 0, 0};
+  c.card_discount_bp = {0, 10'000, 0, 0};  // a free ride would be a 0-fen sale
+  refused(c, "cards.discount_bp");
+  c.card_discount_bp = {-1, 0, 0, 0};
+  refused(c, "cards.discount_bp");
+}
+
+CityConfig taxi_city() {
+  CityConfig c = small_city();
+  c.balance_fen_min = 20'000;  // taxi fares are large: nobody runs out
+  c.balance_fen_max = 20'000;
+  c.taxis = 4;
+  return c;
+}
+
+TEST(WorldTaxis, TaxiFaresAreMeteredChargedUploadedAndCleared) {
+  CityRun r(41);
+  ASSERT_TRUE(r.world.build(taxi_city()).is_ok());
+  ASSERT_TRUE(r.world.add_phase(0, 1800'000'000, 600).is_ok());
+  ASSERT_TRUE(r.world.add_taxi_trips(0, 1800'000'000, 240).is_ok());
+  ASSERT_TRUE(r.world.run_until(1800'000'000).is_ok());
+  ASSERT_TRUE(r.world.drain(3600'000'000).is_ok());
+  const WorldStats s = r.world.stats();
+  EXPECT_GT(s.taxi_trips, 60u);
+  EXPECT_EQ(s.taxi_refusals, 0u);
+  // Flag fall is 14 yuan: every trip costs at least that.
+  EXPECT_GE(s.taxi_amount_fen, static_cast<std::int64_t>(s.taxi_trips) * 1400);
+  EXPECT_EQ(s.queued_records, 0u);
+  EXPECT_EQ(s.uploaded_records, s.swipes + s.taxi_trips);
+  EXPECT_EQ(s.backend_amount_fen, s.validator_amount_fen + s.taxi_amount_fen);
+  EXPECT_EQ(r.world.check_cards().off, 0u) << r.world.check_cards().first_problem;
+  EXPECT_TRUE(r.world.conservation().is_ok()) << r.world.conservation().message();
+}
+
+// Taxis cut off from the backend queue their sales; one loses power with records queued.
+// With its durable log it powers up with the same queue and, once the link is back, uploads
+// them all; with the `taxi_log_in_ram` defect the records are gone and the backend is short.
+WorldStats power_loss_run(bool defect, std::size_t* before, std::size_t* after) {
+  CityRun r(43);
+  if (defect) EXPECT_TRUE(r.world.set_defects({"taxi_log_in_ram"}).is_ok());
+  EXPECT_TRUE(r.world.build(taxi_city()).is_ok());
+  EXPECT_TRUE(r.world.add_outage("T", 0, 1500'000'000).is_ok());
+  EXPECT_TRUE(r.world.add_taxi_trips(0, 1200'000'000, 300).is_ok());
+  EXPECT_TRUE(
+      r.world.at(1300'000'000 - 1, [&] { *before = r.world.taxi_queue_length(0); }).is_ok());
+  EXPECT_TRUE(r.world.power_loss("T1", 1300'000'000).is_ok());
+  EXPECT_TRUE(r.world.at(1300'000'000 + 1, [&] { *after = r.world.taxi_queue_length(0); }).is_ok());
+  EXPECT_TRUE(r.world.run_until(1800'000'000).is_ok());
+  EXPECT_TRUE(r.world.drain(3600'000'000).is_ok());
+  EXPECT_TRUE(r.world.conservation().is_ok()) << r.world.conservation().message();
+  return r.world.stats();
+}
+
+TEST(WorldTaxis, PowerLossKeepsEveryQueuedRecordAndTheDefectLosesThem) {
+  std::size_t before = 0, after = 0;
+  const WorldStats s = power_loss_run(false, &before, &after);
+  EXPECT_EQ(s.power_losses, 1u);
+  EXPECT_GT(before, 0u);  // the taxi held records when the power went
+  EXPECT_EQ(after, before);
+  EXPECT_GT(s.upload_failures, 0u);
+  EXPECT_EQ(s.queued_records, 0u);
+  EXPECT_EQ(s.uploaded_records, s.taxi_trips);
+  EXPECT_EQ(s.backend_amount_fen, s.taxi_amount_fen);
+
+  std::size_t lost_before = 0, lost_after = 0;
+  const WorldStats d = power_loss_run(true, &lost_before, &lost_after);
+  EXPECT_GT(lost_before, 0u);
+  EXPECT_EQ(lost_after, 0u);
+  EXPECT_EQ(d.uploaded_records + lost_before, d.taxi_trips);
+  EXPECT_LT(d.backend_amount_fen, d.taxi_amount_fen);
+}
+
+TEST(WorldTaxis, BadTaxiArgumentsAreRefusedWithAReason) {
+  CityRun r(1);
+  CityConfig c = taxi_city();
+  c.taxis = -1;
+  EXPECT_NE(r.world.build(c).message().find("taxis.count"), std::string::npos);
+  CityRun n(1);
+  ASSERT_TRUE(n.world.build(small_city()).is_ok());  // no taxis
+  EXPECT_NE(n.world.add_taxi_trips(0, 10, 5).message().find("taxis"), std::string::npos);
+  CityRun t(1);
+  ASSERT_TRUE(t.world.build(taxi_city()).is_ok());
+  EXPECT_FALSE(t.world.add_taxi_trips(10, 5, 100).is_ok());
+  EXPECT_FALSE(t.world.add_taxi_trips(0, 10, 0).is_ok());
+  Status s = t.world.power_loss("T9", 10);
+  EXPECT_EQ(s.code(), Errc::kInvalidArgument);
+  EXPECT_NE(s.message().find("no taxi 'T9'"), std::string::npos) << s.message();
+}
+
 std::size_t buses_at_version(const World& w, std::uint64_t v) {
   std::size_t n = 0;
   for (const auto& b : w.buses()) n += b.blacklist_version >= v ? 1 : 0;

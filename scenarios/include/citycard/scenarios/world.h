@@ -5,6 +5,7 @@
 // configures and drives it. Single-threaded.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -17,6 +18,7 @@
 #include "citycard/devices/bus_validator.h"
 #include "citycard/devices/cpu_card.h"
 #include "citycard/devices/psam.h"
+#include "citycard/devices/taxi_meter.h"
 #include "citycard/protocol/status.h"
 #include "citycard/reports/trace.h"
 #include "citycard/sim/event_loop.h"
@@ -37,6 +39,17 @@ struct CityConfig {
   sim::NetworkOptions network;
   std::int64_t upload_interval_us = 60'000'000;
   std::int64_t batch_size_max = 100;
+  // Card-type mix: the share of issued cards of each type, by protocol::CardType (adult,
+  // student, elder, staff); the shares are weights, not necessarily summing to 1. Each type's
+  // discount in basis points off the fare (rounded down to whole fen, fare_policy.h); below
+  // 10000 so every sale charges at least 1 fen.
+  std::array<double, 4> card_mix{1.0, 0.0, 0.0, 0.0};
+  std::array<std::int64_t, 4> card_discount_bp{0, 0, 0, 0};
+  // Taxis: each a devices::TaxiModule (meter, sale core, durable log on its own MemoryDisk),
+  // registered to `taxi_operator`, uploading every upload_interval_us like the buses.
+  std::int64_t taxis = 0;
+  std::string taxi_operator = "taxi-co-1";
+  static constexpr std::int64_t kTaxisMax = 10'000;
 
   // Limits: a scenario asking for more is refused with a message, not run out of memory.
   static constexpr std::int64_t kCardsMax = 50'000'000;
@@ -97,6 +110,17 @@ struct WorldStats {
   std::uint64_t replacements = 0;            // cards replaced at the desk
   std::uint64_t syncs = 0;                   // blacklist/parameter pulls answered
   std::uint64_t sync_failures = 0;           // ... that failed (link down, timeout, error)
+  // Per card type (protocol::CardType: adult, student, elder, staff): cards issued, sales
+  // made and fen charged.
+  std::array<std::uint64_t, 4> cards_by_type{};
+  std::array<std::uint64_t, 4> swipes_by_type{};
+  std::array<std::int64_t, 4> amount_fen_by_type{};
+  // Taxis: trips charged, fen charged (not in validator_amount_fen: the backend clears
+  // validator_amount_fen + taxi_amount_fen), refusals, power losses survived.
+  std::uint64_t taxi_trips = 0;
+  std::int64_t taxi_amount_fen = 0;
+  std::uint64_t taxi_refusals = 0;
+  std::uint64_t power_losses = 0;
 };
 
 // One bus as an observer sees it (buses() in Lua).
@@ -217,6 +241,21 @@ class World {
   // A tap by hand: card `card_index` on the bus `vehicle` now.
   Result<TapOutcome> tap_card(std::size_t card_index, const std::string& vehicle);
   std::size_t card_count() const { return cards_.size(); }
+  // Taxi trips: a Poisson stream of `trips_per_hour` over [from_us, to_us), each a random card
+  // in a random taxi, 1.5 to 20 km at city speed, charged by the taxi's meter at the end.
+  Status add_taxi_trips(std::int64_t from_us, std::int64_t to_us, double trips_per_hour);
+  // A taxi loses power at `at_us`: its module (volatile state: the queue in RAM, the batch in
+  // flight) is gone and the unsynced bytes of its disk with it; it powers up again at once and
+  // replays its durable log. `taxi` is a plate ("T1".."Tn").
+  Status power_loss(const std::string& taxi, std::int64_t at_us);
+  // What a taxi holds now: records queued (in its log) and the log's recovery count.
+  std::size_t taxi_queue_length(std::size_t taxi_index) const;
+  // The type a card was issued with (protocol::CardType); kAdult for an unknown index.
+  protocol::CardType card_type(std::size_t card_index) const {
+    return card_index < card_types_.size()
+               ? static_cast<protocol::CardType>(card_types_[card_index])
+               : protocol::CardType::kAdult;
+  }
   CardCheck check_cards() const;
   std::string card_serial_hex(std::size_t card_index) const;
   backend::Backend& backend() { return *backend_; }  // while up
@@ -227,6 +266,12 @@ class World {
   struct Bus;
   class TracingChannel;
   class BackendProxy;
+  struct Taxi;
+  static Result<protocol::CardType> read_card_type(devices::CardLink& link);
+  void schedule_taxi_poll(std::size_t taxi_index, std::int64_t at_us);
+  void schedule_taxi_arrival(std::int64_t at_us, std::int64_t to_us, double mean_gap_us);
+  void taxi_trip(std::size_t card_index, std::size_t taxi_index);
+  void power_on_taxi(Taxi& t);
   TapOutcome tap(std::size_t card_index, std::size_t bus_index, const char* leg = nullptr,
                  int retaps_left = 3);
   void schedule_poll(std::size_t bus_index, std::int64_t at_us);
@@ -257,6 +302,9 @@ class World {
   std::vector<std::string> defects_;  // a backend that failed to restart ends the run
   std::vector<devices::CpuCard> cards_;
   std::vector<std::int64_t> opening_fen_;   // per card, as issued
+  std::vector<std::unique_ptr<Taxi>> taxis_;
+  bool discounts_on_ = false;               // a card type has a discount
+  std::vector<std::uint8_t> card_types_;    // per card: protocol::CardType as issued
   std::vector<std::int64_t> recorded_fen_;  // per card, sales recorded by terminals
   sim::Rng tear_rng_;
   std::vector<std::unique_ptr<Bus>> buses_;
