@@ -201,6 +201,7 @@ int l_city(lua_State* L) {
     }
     lua_pop(L, 1);
     cfg.upload_interval_us = opt_int_field(L, 1, "upload_interval_s", 60) * 1'000'000;
+    cfg.trace_apdus = opt_bool_field(L, 1, "trace_apdus", false);
     cfg.batch_size_max = opt_int_field(L, 1, "batch_size", cfg.batch_size_max);
     check(c.world.build(cfg));
     auto& knobs = c.summary.knobs;

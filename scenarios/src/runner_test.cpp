@@ -6,6 +6,7 @@
 #include <fstream>
 #include <map>
 #include <ostream>
+#include <sstream>
 
 #include "citycard/reports/report.h"
 
@@ -66,6 +67,66 @@ TEST_F(Runner, PassingScenarioWritesEveryReport) {
                           "\"virtual_duration_s\"", "\"trace_digest\"", "\"balanced\""}) {
     EXPECT_NE(json->find(key), std::string::npos) << key;
   }
+}
+
+// city{ trace_apdus = true } puts every exchange of every tap into the trace, in order: a tap
+// starts with SELECT and a sale has INITIALIZE FOR PURCHASE and DEBIT FOR PURCHASE answered
+// 9000, each with its simulated duration; without the knob there are none.
+TEST_F(Runner, TraceApdusRecordsEveryExchangeOfATap) {
+  const std::string city = R"(
+city { start = "2026-11-23 07:00", cards = { count = 20, balance_fen = { min = 1000, max = 1000 } },
+       routes = { count = 1, buses_per_route = 1, fare_fen = 200 }, trace_apdus = TRACE }
+phase { from = "07:00", to = "07:02", swipes_per_hour = 300 }
+run_until("07:05")
+expect('swipes', stats().swipes > 0)
+)";
+  auto with = [&](const char* flag) {
+    std::string code = city;
+    code.replace(code.find("TRACE"), 5, flag);
+    return code;
+  };
+  auto on = run(scenario("apdus.lua", with("true")), 3, "on");
+  ASSERT_EQ(on.exit_code, kExitPass) << on.summary.error;
+  auto trace = reports::read_text_file(dir + "/on/trace.jsonl");
+  ASSERT_TRUE(trace.is_ok());
+  std::istringstream lines(*trace);
+  std::string line, previous_event;
+  int apdus = 0, taps_starting_with_select = 0, swipes = 0, inits = 0, debits = 0;
+  while (std::getline(lines, line)) {
+    const bool apdu = line.find("\"ev\":\"apdu\"") != std::string::npos;
+    if (apdu) {
+      ++apdus;
+      EXPECT_NE(line.find("\"terminal\":\"R1-B1\""), std::string::npos) << line;
+      EXPECT_NE(line.find("\"us\":"), std::string::npos) << line;
+      if (previous_event != "apdu" && line.find("\"command\":\"00a4") != std::string::npos) {
+        ++taps_starting_with_select;
+      }
+      if (line.find("\"command\":\"805001") != std::string::npos &&
+          line.find("\"sw\":\"9000") != std::string::npos) {
+        ++inits;
+      }
+      if (line.find("\"command\":\"805401") != std::string::npos &&
+          line.find("\"sw\":\"9000") != std::string::npos) {
+        ++debits;
+      }
+    }
+    if (line.find("\"ev\":\"swipe\"") != std::string::npos && line.find("\"ok\":true") != std::string::npos) {
+      ++swipes;
+    }
+    previous_event = apdu ? "apdu" : "other";
+  }
+  ASSERT_GT(swipes, 0);
+  EXPECT_GE(apdus, 4 * swipes);  // a sale is at least four exchanges
+  EXPECT_GE(taps_starting_with_select, swipes);
+  EXPECT_EQ(inits, swipes);
+  EXPECT_EQ(debits, swipes);
+
+  auto off = run(scenario("apdus.lua", with("false")), 3, "off");
+  ASSERT_EQ(off.exit_code, kExitPass) << off.summary.error;
+  auto plain = reports::read_text_file(dir + "/off/trace.jsonl");
+  ASSERT_TRUE(plain.is_ok());
+  EXPECT_EQ(plain->find("\"ev\":\"apdu\""), std::string::npos);
+  EXPECT_EQ(off.summary.swipes, on.summary.swipes) << "tracing changes nothing it traces";
 }
 
 // The backend's operator reports go into the trace at the end of the run, and from there into

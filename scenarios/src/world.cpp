@@ -343,7 +343,7 @@ void World::taxi_trip(std::size_t card_index, std::size_t taxi_index) {
   meter.start(end_s - driving_s - waiting_s);
   meter.drive(metres, driving_s);
   meter.drive(0, waiting_s);
-  devices::DirectLink link(card);
+  devices::DirectLink link(card, apdu_trace(t.plate));
   const devices::SaleResult r = t.module->charge(link, meter);
   card.reset();
   reports::Json ev{{"card", to_hex(card.serial())},
@@ -646,12 +646,26 @@ Result<protocol::CardType> World::read_card_type(devices::CardLink& link) {
   return static_cast<protocol::CardType>(holder->data[0] & 0x03);
 }
 
+devices::ApduTrace World::apdu_trace(const std::string& terminal) {
+  if (!config_.trace_apdus) return {};
+  return [this, terminal](const protocol::Command& c, const protocol::Response& r,
+                          std::int64_t duration_us) {
+    trace_.event(loop_.now_us(), "apdu",
+                 {{"terminal", terminal},
+                  {"command", to_hex(c.encode())},
+                  {"response", to_hex(r.encode())},
+                  {"sw", to_hex(Bytes{static_cast<std::uint8_t>(r.sw >> 8),
+                                      static_cast<std::uint8_t>(r.sw & 0xFF)})},
+                  {"us", duration_us}});
+  };
+}
+
 TapOutcome World::tap(std::size_t card_index, std::size_t bus_index, const char* leg,
                       int retaps_left) {
   TapOutcome out;
   devices::CpuCard& card = cards_[card_index];
   devices::BusValidator& v = *buses_[bus_index]->validator;
-  devices::DirectLink link(card);
+  devices::DirectLink link(card, apdu_trace(v.config().vehicle));
   ++stats_.taps;
   // Card-type discounts: the bus reads the type from the card itself (SELECT, READ BINARY of
   // the holder file 0x16) and charges the discounted fare for this sale. Only when a discount

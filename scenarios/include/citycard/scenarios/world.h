@@ -41,8 +41,8 @@ struct CityConfig {
   std::int64_t batch_size_max = 100;
   // Card-type mix: the share of issued cards of each type, by protocol::CardType (adult,
   // student, elder, staff); the shares are weights, not necessarily summing to 1. Each type's
-  // discount in basis points off the fare (rounded down to whole fen, fare_policy.h); below
-  // 10000 so every sale charges at least 1 fen.
+  // discount in basis points off the fare (half a fen of discount rounds in the rider's
+  // favour, fare_policy.h); below 10000 so every sale charges at least 1 fen.
   std::array<double, 4> card_mix{1.0, 0.0, 0.0, 0.0};
   std::array<std::int64_t, 4> card_discount_bp{0, 0, 0, 0};
   // Taxis: each a devices::TaxiModule (meter, sale core, durable log on its own MemoryDisk),
@@ -50,6 +50,10 @@ struct CityConfig {
   std::int64_t taxis = 0;
   std::string taxi_operator = "taxi-co-1";
   static constexpr std::int64_t kTaxisMax = 10'000;
+  // Every APDU exchange of every tap into the trace as an "apdu" event (terminal, command,
+  // response with its status word, simulated duration). Off by default: a city's hour is
+  // millions of exchanges.
+  bool trace_apdus = false;
 
   // Limits: a scenario asking for more is refused with a message, not run out of memory.
   static constexpr std::int64_t kCardsMax = 50'000'000;
@@ -274,6 +278,8 @@ class World {
   void power_on_taxi(Taxi& t);
   TapOutcome tap(std::size_t card_index, std::size_t bus_index, const char* leg = nullptr,
                  int retaps_left = 3);
+  // What a card link at `terminal` reports its exchanges to (nothing unless trace_apdus).
+  devices::ApduTrace apdu_trace(const std::string& terminal);
   void schedule_poll(std::size_t bus_index, std::int64_t at_us);
   // Pulls the blacklist (then the parameters) over the bus's link, page by page.
   void sync_blacklist(std::size_t bus_index);
