@@ -413,8 +413,8 @@ Result<Ingest::Verdict> Ingest::process_record(Work& w, const SwipeRecord& r) {
   const std::uint32_t expected_counter =
       card.last_counter ? std::uint32_t{*card.last_counter} + 1 : options_.first_card_counter;
   const bool window = options_.reorder_window_us > 0;
-  bool holds_gap = false;   // this record arrived after a gap the window holds open
-  bool fills_gap = false;   // this record is a counter such a gap was waiting for
+  bool holds_gap = false;  // this record arrived after a gap the window holds open
+  bool fills_gap = false;  // this record is a counter such a gap was waiting for
   if (a.counter > expected_counter) {
     if (window && a.counter - expected_counter <= options_.reorder_gap_max) {
       holds_gap = true;
@@ -424,8 +424,8 @@ Result<Ingest::Verdict> Ingest::process_record(Work& w, const SwipeRecord& r) {
     }
   } else if (a.counter < expected_counter) {
     if (window) {
-      auto q = store_.query(
-          "SELECT 1 FROM counter_gaps WHERE card_serial = ?1 AND card_counter = ?2");
+      auto q =
+          store_.query("SELECT 1 FROM counter_gaps WHERE card_serial = ?1 AND card_counter = ?2");
       q.bind_blob(1, a.serial).bind(2, std::int64_t{a.counter});
       auto row = q.step();
       if (!row.is_ok()) return row.status();
@@ -464,17 +464,16 @@ Result<Ingest::Verdict> Ingest::process_record(Work& w, const SwipeRecord& r) {
     auto before = neighbour(std::int64_t{a.counter} - 1);
     if (!before.is_ok()) return before.status();
     if (*before && **before != r.balance_before_fen()) {
-      reasons.push_back("balance chain broken: card had " +
-                        std::to_string(r.balance_before_fen()) + " fen before, counter " +
-                        std::to_string(a.counter - 1) + " left " + std::to_string(**before));
+      reasons.push_back("balance chain broken: card had " + std::to_string(r.balance_before_fen()) +
+                        " fen before, counter " + std::to_string(a.counter - 1) + " left " +
+                        std::to_string(**before));
     }
     auto after = neighbour(std::int64_t{a.counter} + 1);
     if (!after.is_ok()) return after.status();
     if (*after && **after != r.balance_before_fen() - r.amount_fen()) {
       reasons.push_back("balance chain broken: card left " +
-                        std::to_string(r.balance_before_fen() - r.amount_fen()) +
-                        " fen, counter " + std::to_string(a.counter + 1) + " started from " +
-                        std::to_string(**after));
+                        std::to_string(r.balance_before_fen() - r.amount_fen()) + " fen, counter " +
+                        std::to_string(a.counter + 1) + " started from " + std::to_string(**after));
     }
   } else if (!holds_gap && r.balance_before_fen() != card.balance_fen) {
     // (A record after a held gap is checked when the missing ones arrive, against it.)
@@ -584,11 +583,11 @@ Result<Ingest::Verdict> Ingest::process_record(Work& w, const SwipeRecord& r) {
       w.delta->gaps_held += store_.changes();
     }
   } else if (fills_gap) {
-    if (Status s = store_
-                       .query("DELETE FROM counter_gaps WHERE card_serial = ?1 AND card_counter = ?2")
-                       .bind_blob(1, a.serial)
-                       .bind(2, std::int64_t{a.counter})
-                       .run();
+    if (Status s =
+            store_.query("DELETE FROM counter_gaps WHERE card_serial = ?1 AND card_counter = ?2")
+                .bind_blob(1, a.serial)
+                .bind(2, std::int64_t{a.counter})
+                .run();
         !s.is_ok()) {
       return s;
     }
@@ -811,7 +810,8 @@ Result<std::int64_t> Ingest::flag_expired_gaps() {
       return s;
     }
   }
-  if (Status s = store_.query("DELETE FROM counter_gaps WHERE deadline_us <= ?1").bind(1, now).run();
+  if (Status s =
+          store_.query("DELETE FROM counter_gaps WHERE deadline_us <= ?1").bind(1, now).run();
       !s.is_ok()) {
     return s;
   }

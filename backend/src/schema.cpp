@@ -563,8 +563,8 @@ CREATE TABLE counter_gaps(
 CREATE INDEX counter_gaps_by_deadline ON counter_gaps(deadline_us);
 )sql";
 
-constexpr Migration kMigrations[] = {{1, kV1}, {2, kV2Money}, {3, kV3Pki},
-                                     {4, kV4SwipesNoForeignKeys}, {5, kV5CounterGaps}};
+constexpr Migration kMigrations[] = {
+    {1, kV1}, {2, kV2Money}, {3, kV3Pki}, {4, kV4SwipesNoForeignKeys}, {5, kV5CounterGaps}};
 
 }  // namespace
 

@@ -205,7 +205,9 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& path, StoreOptions
   }
   const std::string pragmas =
       std::string("PRAGMA synchronous=") +
-      (options.synchronous_off ? "OFF" : options.synchronous_full ? "FULL" : "NORMAL") +
+      (options.synchronous_off    ? "OFF"
+       : options.synchronous_full ? "FULL"
+                                  : "NORMAL") +
       "; PRAGMA foreign_keys=ON; PRAGMA cache_size=" + std::to_string(-options.cache_size_kib) +
       "; PRAGMA wal_autocheckpoint=" + std::to_string(options.wal_autocheckpoint_pages) +
       // Savepoints (each batch inside a group commit, each ingest pass) keep the pages they
