@@ -171,6 +171,10 @@ Result<RechargePoll> Backend::poll() {
   auto r = recharge_->poll();
   if (!r.is_ok()) return r.status();
   if (Status s = risk_->poll(); !s.is_ok()) return s;
+  if (ingest_->options().reorder_window_us > 0) {
+    auto gaps = ingest_->flag_persistent_gaps();
+    if (!gaps.is_ok()) return gaps.status();
+  }
   auto expiring = notifier_->check_expiry();
   if (!expiring.is_ok()) return expiring.status();
   auto sent = notifier_->flush();

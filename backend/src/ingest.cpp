@@ -59,6 +59,7 @@ struct Ingest::Work {
   Batch b;
   std::optional<std::int64_t> posting_id;              // of the batch's money, once posted
   std::unordered_map<std::uint64_t, CardState> cards;  // by serial, big-endian
+  IngestCounters* delta = nullptr;                     // the pass's counts
 };
 
 namespace {
@@ -224,6 +225,12 @@ IngestResult Ingest::ingest(const UploadBatch& batch) {
       !s.is_ok()) {
     return refuse(batch, INTERNAL, s.message());
   }
+  std::int64_t gaps_flagged = 0;
+  if (options_.reorder_window_us > 0) {
+    auto flagged = flag_expired_gaps();
+    if (!flagged.is_ok()) return refuse(batch, INTERNAL, flagged.status().message());
+    gaps_flagged = *flagged;
+  }
 
   // The batch's money is posted before its records are stored, so each swipe row carries its
   // posting id as it is inserted. The posting is for the batch's signed total, on the bet that
@@ -288,6 +295,10 @@ IngestResult Ingest::ingest(const UploadBatch& batch) {
   counters_.records_rejected += delta.records_rejected;
   counters_.records_suspicious += delta.records_suspicious;
   counters_.amount_accepted_fen += delta.amount_accepted_fen;
+  counters_.records_suspicious += static_cast<std::uint64_t>(gaps_flagged);
+  counters_.gaps_flagged += static_cast<std::uint64_t>(gaps_flagged);
+  counters_.gaps_held += delta.gaps_held;
+  counters_.gaps_closed += delta.gaps_closed;
   return result;
 }
 
@@ -401,14 +412,71 @@ Result<Ingest::Verdict> Ingest::process_record(Work& w, const SwipeRecord& r) {
   std::vector<std::string> reasons;
   const std::uint32_t expected_counter =
       card.last_counter ? std::uint32_t{*card.last_counter} + 1 : options_.first_card_counter;
+  const bool window = options_.reorder_window_us > 0;
+  bool holds_gap = false;  // this record arrived after a gap the window holds open
+  bool fills_gap = false;  // this record is a counter such a gap was waiting for
   if (a.counter > expected_counter) {
-    reasons.push_back("counter gap: expected " + std::to_string(expected_counter) + ", got " +
-                      std::to_string(a.counter));
+    if (window && a.counter - expected_counter <= options_.reorder_gap_max) {
+      holds_gap = true;
+    } else {
+      reasons.push_back("counter gap: expected " + std::to_string(expected_counter) + ", got " +
+                        std::to_string(a.counter));
+    }
   } else if (a.counter < expected_counter) {
-    reasons.push_back("counter went back: expected " + std::to_string(expected_counter) + ", got " +
-                      std::to_string(a.counter) + " (late record)");
+    if (window) {
+      auto q =
+          store_.query("SELECT 1 FROM counter_gaps WHERE card_serial = ?1 AND card_counter = ?2");
+      q.bind_blob(1, a.serial).bind(2, std::int64_t{a.counter});
+      auto row = q.step();
+      if (!row.is_ok()) return row.status();
+      fills_gap = *row;
+    }
+    if (!fills_gap) {
+      reasons.push_back("counter went back: expected " + std::to_string(expected_counter) +
+                        ", got " + std::to_string(a.counter) + " (late record)");
+    }
   }
-  if (r.balance_before_fen() != card.balance_fen) {
+  // The card's running belief misses the taps of a held gap: chain with the stored neighbours.
+  bool behind_open_gap = false;
+  if (window && !fills_gap && !holds_gap && a.counter == expected_counter) {
+    auto q = store_.query("SELECT 1 FROM counter_gaps WHERE card_serial = ?1 LIMIT 1");
+    q.bind_blob(1, a.serial);
+    auto row = q.step();
+    if (!row.is_ok()) return row.status();
+    behind_open_gap = *row;
+  }
+  if (fills_gap || behind_open_gap) {
+    // The running belief already includes later taps: check the chain against the neighbours
+    // that are stored (the one before must leave this balance, the one after must start from
+    // what this one left).
+    auto neighbour = [&](std::int64_t counter) -> Result<std::optional<std::int64_t>> {
+      if (counter < 0 || counter > kMaxCounter) return std::optional<std::int64_t>{};
+      auto q = store_.query(
+          "SELECT balance_before_fen - amount_fen, balance_before_fen FROM swipes "
+          "WHERE card_serial = ?1 AND card_counter = ?2");
+      q.bind_blob(1, a.serial).bind(2, counter);
+      auto row = q.step();
+      if (!row.is_ok()) return row.status();
+      if (!*row) return std::optional<std::int64_t>{};
+      return std::optional<std::int64_t>{counter < a.counter ? q.column_int64(0)
+                                                             : q.column_int64(1)};
+    };
+    auto before = neighbour(std::int64_t{a.counter} - 1);
+    if (!before.is_ok()) return before.status();
+    if (*before && **before != r.balance_before_fen()) {
+      reasons.push_back("balance chain broken: card had " + std::to_string(r.balance_before_fen()) +
+                        " fen before, counter " + std::to_string(a.counter - 1) + " left " +
+                        std::to_string(**before));
+    }
+    auto after = neighbour(std::int64_t{a.counter} + 1);
+    if (!after.is_ok()) return after.status();
+    if (*after && **after != r.balance_before_fen() - r.amount_fen()) {
+      reasons.push_back("balance chain broken: card left " +
+                        std::to_string(r.balance_before_fen() - r.amount_fen()) + " fen, counter " +
+                        std::to_string(a.counter + 1) + " started from " + std::to_string(**after));
+    }
+  } else if (!holds_gap && r.balance_before_fen() != card.balance_fen) {
+    // (A record after a held gap is checked when the missing ones arrive, against it.)
     reasons.push_back("balance chain broken: card had " + std::to_string(r.balance_before_fen()) +
                       " fen before, backend believed " + std::to_string(card.balance_fen));
   }
@@ -498,6 +566,33 @@ Result<Ingest::Verdict> Ingest::process_record(Work& w, const SwipeRecord& r) {
     }
   }
 
+  if (holds_gap) {
+    const std::int64_t deadline = calendar_.now_us() + options_.reorder_window_us;
+    for (std::uint32_t c = expected_counter; c < a.counter; ++c) {
+      if (Status s = store_
+                         .query("INSERT OR IGNORE INTO counter_gaps(card_serial, card_counter, "
+                                "swipe_id, deadline_us) VALUES (?1, ?2, ?3, ?4)")
+                         .bind_blob(1, a.serial)
+                         .bind(2, std::int64_t{c})
+                         .bind(3, swipe_id)
+                         .bind(4, deadline)
+                         .run();
+          !s.is_ok()) {
+        return s;
+      }
+      w.delta->gaps_held += store_.changes();
+    }
+  } else if (fills_gap) {
+    if (Status s =
+            store_.query("DELETE FROM counter_gaps WHERE card_serial = ?1 AND card_counter = ?2")
+                .bind_blob(1, a.serial)
+                .bind(2, std::int64_t{a.counter})
+                .run();
+        !s.is_ok()) {
+      return s;
+    }
+    ++w.delta->gaps_closed;
+  }
   if (hook_ != nullptr) {
     if (Status s = hook_->swipe_accepted(*facts, swipe_id); !s.is_ok()) return s;
   }
@@ -558,6 +653,7 @@ Status Ingest::run_records(Work& w, const UploadBatch& batch, std::int64_t post_
                            IngestCounters& delta) {
   using namespace citycard::wire;
   const Batch& b = w.b;
+  w.delta = &delta;
   ack.set_batch_no(b.batch_no);
   if (post_fen > 0) {
     auto posted = ledger_.post({"swipes",
@@ -681,6 +777,58 @@ Result<std::int64_t> count(Store& store, const char* sql) {
 Result<std::int64_t> Ingest::swipe_count() const {
   return count(store_, "SELECT count(*) FROM swipes");
 }
+Result<std::int64_t> Ingest::open_gap_count() const {
+  return count(store_, "SELECT count(*) FROM counter_gaps");
+}
+
+Result<std::int64_t> Ingest::flag_expired_gaps() {
+  const std::int64_t now = calendar_.now_us();
+  std::vector<std::pair<std::int64_t, std::int64_t>> expired;  // (swipe id, missing counter)
+  {
+    auto q = store_.query(
+        "SELECT swipe_id, card_counter FROM counter_gaps WHERE deadline_us <= ?1 "
+        "ORDER BY swipe_id, card_counter");
+    q.bind(1, now);
+    for (;;) {
+      auto row = q.step();
+      if (!row.is_ok()) return row.status();
+      if (!*row) break;
+      expired.emplace_back(q.column_int64(0), q.column_int64(1));
+    }
+  }
+  if (expired.empty()) return std::int64_t{0};
+  for (const auto& [swipe_id, counter] : expired) {
+    const std::string reason = "counter gap: counter " + std::to_string(counter) +
+                               " never arrived within the reorder window";
+    if (Status s = store_
+                       .query("UPDATE swipes SET suspicious = 1, suspicion = CASE WHEN suspicion = "
+                              "'' THEN ?2 ELSE suspicion || '; ' || ?2 END WHERE id = ?1")
+                       .bind(1, swipe_id)
+                       .bind(2, reason)
+                       .run();
+        !s.is_ok()) {
+      return s;
+    }
+  }
+  if (Status s =
+          store_.query("DELETE FROM counter_gaps WHERE deadline_us <= ?1").bind(1, now).run();
+      !s.is_ok()) {
+    return s;
+  }
+  return static_cast<std::int64_t>(expired.size());
+}
+
+Result<std::int64_t> Ingest::flag_persistent_gaps() {
+  auto txn = store_.begin();
+  if (!txn.is_ok()) return txn.status();
+  auto flagged = flag_expired_gaps();
+  if (!flagged.is_ok()) return flagged.status();
+  if (Status s = txn->commit(); !s.is_ok()) return s;
+  counters_.gaps_flagged += static_cast<std::uint64_t>(*flagged);
+  counters_.records_suspicious += static_cast<std::uint64_t>(*flagged);
+  return flagged;
+}
+
 Result<std::int64_t> Ingest::suspicious_count() const {
   return count(store_, "SELECT count(*) FROM swipes WHERE suspicious <> 0");
 }

@@ -330,6 +330,107 @@ TEST_F(IngestTest, LateRecordAfterALaterOneIsSuspiciousAndClosesTheGap) {
   EXPECT_EQ(card(alice).last_counter, 1);  // not lowered by the late record
 }
 
+// The reorder window (IngestOptions::reorder_window_us): a card's taps on two buses arrive
+// out of order; the gap closes when the missing tap arrives and nothing is flagged.
+class ReorderWindowTest : public IngestTest {
+ protected:
+  void SetUp() override {
+    options.ingest.reorder_window_us = 3'600'000'000;  // an hour
+    IngestTest::SetUp();
+  }
+};
+
+TEST_F(ReorderWindowTest, TapsArrivingOutOfOrderFromTwoBusesAreNotSuspicious) {
+  TestTerminal bus2 = add_terminal("bus-co", "16");
+  const SwipeRecord first = purchase(alice, bus, 100, now());
+  const SwipeRecord second = purchase(alice, bus2, 150, now());
+  const SwipeRecord third = purchase(alice, bus2, 200, now());
+  const IngestResult r2 = upload(make_batch(bus2, {second, third}));  // bus2 uploads first
+  ASSERT_TRUE(r2.ok()) << r2.message;
+  EXPECT_EQ(r2.ack.problems_size(), 0);
+  EXPECT_EQ(*backend->ingest().open_gap_count(), 1);
+  clock.advance_us(600'000'000);  // ten minutes later, within the window
+  const IngestResult r1 = upload(make_batch(bus, {first}));
+  ASSERT_TRUE(r1.ok()) << r1.message;
+  EXPECT_EQ(r1.ack.accepted(), 1u);
+  EXPECT_EQ(r1.ack.problems_size(), 0) << r1.ack.problems(0).message();
+  EXPECT_EQ(*backend->ingest().open_gap_count(), 0);
+  EXPECT_EQ(*backend->ingest().suspicious_count(), 0);
+  EXPECT_EQ(backend->ingest().counters().gaps_held, 1u);
+  EXPECT_EQ(backend->ingest().counters().gaps_closed, 1u);
+  // Past the window nothing is flagged afterwards either.
+  clock.advance_us(7'200'000'000);
+  EXPECT_EQ(*backend->ingest().flag_persistent_gaps(), 0);
+  EXPECT_EQ(*backend->ingest().suspicious_count(), 0);
+  EXPECT_EQ(card(alice).balance_fen, 1'000 - 450);
+  EXPECT_EQ(card(alice).last_counter, 2);
+}
+
+TEST_F(ReorderWindowTest, AGapThatPersistsPastTheWindowIsFlaggedAtTheNextBatch) {
+  ASSERT_TRUE(upload(make_batch(bus, {purchase(alice, bus, 100, now())})).ok());
+  purchase(alice, bus, 100, now());  // this record is lost for good
+  const IngestResult r = upload(make_batch(bus, {purchase(alice, bus, 100, now())}));
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r.ack.problems_size(), 0);  // held, not flagged yet
+  EXPECT_EQ(*backend->ingest().open_gap_count(), 1);
+  EXPECT_EQ(*backend->ingest().suspicious_count(), 0);
+  clock.advance_us(3'600'000'000);  // the window is over
+  ASSERT_TRUE(upload(make_batch(bus, {purchase(bob, bus, 50, now())})).ok());
+  EXPECT_EQ(*backend->ingest().open_gap_count(), 0);
+  EXPECT_EQ(*backend->ingest().suspicious_count(), 1);
+  EXPECT_EQ(backend->ingest().counters().gaps_flagged, 1u);
+  EXPECT_EQ(backend->ingest().counters().records_suspicious, 1u);
+  auto row = backend->ingest().find_swipe(alice.image.serial, 2);
+  ASSERT_TRUE(row.is_ok() && row->has_value());
+  EXPECT_TRUE((*row)->suspicious);
+  EXPECT_NE((*row)->suspicion.find("counter gap: counter 1 never arrived"), std::string::npos)
+      << (*row)->suspicion;
+}
+
+TEST_F(ReorderWindowTest, PollFlagsAPersistingGapWithoutAnotherUpload) {
+  ASSERT_TRUE(upload(make_batch(bus, {purchase(alice, bus, 100, now())})).ok());
+  purchase(alice, bus, 100, now());
+  purchase(alice, bus, 100, now());
+  ASSERT_TRUE(upload(make_batch(bus, {purchase(alice, bus, 100, now())})).ok());
+  EXPECT_EQ(*backend->ingest().open_gap_count(), 2);
+  ASSERT_TRUE(backend->poll().is_ok());
+  EXPECT_EQ(*backend->ingest().suspicious_count(), 0);  // still within the window
+  clock.advance_us(3'600'000'000);
+  ASSERT_TRUE(backend->poll().is_ok());
+  EXPECT_EQ(*backend->ingest().suspicious_count(), 1);
+  auto row = backend->ingest().find_swipe(alice.image.serial, 3);
+  ASSERT_TRUE(row.is_ok() && row->has_value());
+  EXPECT_NE((*row)->suspicion.find("counter 1 never"), std::string::npos) << (*row)->suspicion;
+  EXPECT_NE((*row)->suspicion.find("counter 2 never"), std::string::npos) << (*row)->suspicion;
+}
+
+TEST_F(ReorderWindowTest, ALateRecordWhoseBalanceDoesNotChainIsStillSuspicious) {
+  TestTerminal bus2 = add_terminal("bus-co", "16");
+  SwipeRecord first = purchase(alice, bus, 100, now());
+  const SwipeRecord second = purchase(alice, bus2, 100, now());
+  ASSERT_TRUE(upload(make_batch(bus2, {second})).ok());
+  first.set_balance_before_fen(5'000);  // not covered by the TAC: the terminal misreported
+  const IngestResult r = upload(make_batch(bus, {first}));
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r.ack.problems_size(), 1);
+  EXPECT_EQ(r.ack.problems(0).code(), citycard::wire::SUSPICIOUS);
+  EXPECT_NE(r.ack.problems(0).message().find("balance chain broken"), std::string::npos)
+      << r.ack.problems(0).message();
+  EXPECT_EQ(r.ack.problems(0).message().find("counter went back"), std::string::npos);
+  EXPECT_EQ(*backend->ingest().open_gap_count(), 0);
+}
+
+TEST_F(ReorderWindowTest, AGapWiderThanTheLimitIsFlaggedAtOnce) {
+  ASSERT_TRUE(upload(make_batch(bus, {purchase(alice, bus, 10, now())})).ok());
+  for (int i = 0; i < 17; ++i) purchase(alice, bus, 10, now());  // 17 > reorder_gap_max
+  const IngestResult r = upload(make_batch(bus, {purchase(alice, bus, 10, now())}));
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r.ack.problems_size(), 1);
+  EXPECT_NE(r.ack.problems(0).message().find("counter gap: expected 1, got 18"), std::string::npos)
+      << r.ack.problems(0).message();
+  EXPECT_EQ(*backend->ingest().open_gap_count(), 0);
+}
+
 TEST_F(IngestTest, BalanceChainBreakAloneIsSuspicious) {
   SwipeRecord r0 = purchase(alice, bus, 100, now());
   r0.set_balance_before_fen(5'000);  // not covered by the TAC: the terminal misreported

@@ -548,8 +548,23 @@ CREATE INDEX swipes_by_date ON swipes(settlement_date);
 CREATE INDEX swipes_by_batch ON swipes(terminal_id, batch_no);
 )sql";
 
-constexpr Migration kMigrations[] = {{1, kV1}, {2, kV2Money}, {3, kV3Pki},
-                                     {4, kV4SwipesNoForeignKeys}};
+// Version 5: counters a card skipped, held open for IngestOptions::reorder_window_us (a card's
+// taps reach the backend from different buses out of order). One row per missing counter,
+// naming the swipe that arrived after the gap; closed when the counter arrives, turned into a
+// suspicion on that swipe when the window ends first.
+constexpr const char* kV5CounterGaps = R"sql(
+CREATE TABLE counter_gaps(
+  card_serial BLOB NOT NULL,
+  card_counter INTEGER NOT NULL,
+  swipe_id INTEGER NOT NULL,
+  deadline_us INTEGER NOT NULL,
+  PRIMARY KEY (card_serial, card_counter)
+) WITHOUT ROWID;
+CREATE INDEX counter_gaps_by_deadline ON counter_gaps(deadline_us);
+)sql";
+
+constexpr Migration kMigrations[] = {
+    {1, kV1}, {2, kV2Money}, {3, kV3Pki}, {4, kV4SwipesNoForeignKeys}, {5, kV5CounterGaps}};
 
 }  // namespace
 

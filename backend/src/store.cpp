@@ -164,6 +164,16 @@ Status Store::error(int rc, std::string_view what) const {
   return Status(errc_for(rc), std::move(msg));
 }
 
+StoreOptions StoreOptions::simulation() {
+  StoreOptions o;
+  o.synchronous_full = false;
+  o.synchronous_off = true;
+  o.exclusive_locking = true;
+  o.cache_size_kib = 256 * 1024;
+  o.wal_autocheckpoint_pages = 16'384;  // 64 MiB of 4 KiB pages
+  return o;
+}
+
 Result<std::unique_ptr<Store>> Store::open(const std::string& path, StoreOptions options) {
   sqlite3* db = nullptr;
   const int rc = sqlite3_open_v2(
@@ -179,6 +189,10 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& path, StoreOptions
 
   // WAL lets readers run beside the one writer and makes a commit a single append + fsync.
   // An in-memory database answers "memory", which is fine for tests.
+  // Exclusive locking before the journal mode: WAL then keeps its index in heap memory.
+  if (options.exclusive_locking) {
+    if (Status s = store->exec("PRAGMA locking_mode=EXCLUSIVE"); !s.is_ok()) return s;
+  }
   std::string mode;
   {
     auto q = store->query("PRAGMA journal_mode=WAL");
@@ -190,7 +204,10 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& path, StoreOptions
     return Status(Errc::kIo, "database " + path + " refused WAL mode (journal mode " + mode + ")");
   }
   const std::string pragmas =
-      std::string("PRAGMA synchronous=") + (options.synchronous_full ? "FULL" : "NORMAL") +
+      std::string("PRAGMA synchronous=") +
+      (options.synchronous_off    ? "OFF"
+       : options.synchronous_full ? "FULL"
+                                  : "NORMAL") +
       "; PRAGMA foreign_keys=ON; PRAGMA cache_size=" + std::to_string(-options.cache_size_kib) +
       "; PRAGMA wal_autocheckpoint=" + std::to_string(options.wal_autocheckpoint_pages) +
       // Savepoints (each batch inside a group commit, each ingest pass) keep the pages they

@@ -446,8 +446,8 @@ Status World::open_backend() {
   bo.key_seed = seed_;
   bo.clock_origin_epoch2000_s = config_.start_epoch2000_s;
   // Virtual-time runs need the state to survive a crash of the process (kill -9), which WAL
-  // with synchronous=NORMAL gives; fsync per batch would only make the city slower.
-  bo.store.synchronous_full = false;
+  // with synchronous=OFF gives; fsync per batch would only make the city slower.
+  bo.store = backend::StoreOptions::simulation();
   auto opened = backend::Backend::open(db_path_, bo, loop_);
   if (!opened) return opened.status();
   backend_ = std::move(opened).value();

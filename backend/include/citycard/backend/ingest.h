@@ -79,6 +79,17 @@ struct IngestOptions {
   // Cards whose scheduled TAC key is kept between batches, at most (about 200 bytes each). A
   // full cache is emptied and refilled: bounded memory, a brief dip in speed.
   std::size_t tac_key_cache_max = 65'536;
+  // Reorder window. A card's taps reach us from different terminals, each uploading on its
+  // own schedule, so a counter gap is often a tap still on its way. With a window > 0 a gap of
+  // at most reorder_gap_max counters is held open instead of flagged: the record after it is
+  // accepted as OK, and when a missing counter arrives it closes its part of the gap (not
+  // "counter went back") and its balance is checked against its stored neighbours (counter - 1
+  // and + 1) instead of the backend's running belief. A missing counter still absent when the
+  // window ends flags the record after the gap SUSPICIOUS ("counter gap: counter N never
+  // arrived"); ingest looks for those at every batch, and Backend::poll() too. A wider gap is
+  // flagged at once. 0 (the default) flags every gap at once.
+  std::int64_t reorder_window_us = 0;
+  std::uint16_t reorder_gap_max = 16;
 };
 
 // Counts since this process opened the backend, for the run summary.
@@ -89,8 +100,11 @@ struct IngestCounters {
   std::uint64_t records_accepted = 0;   // including suspicious ones
   std::uint64_t records_duplicate = 0;
   std::uint64_t records_rejected = 0;
-  std::uint64_t records_suspicious = 0;
+  std::uint64_t records_suspicious = 0;  // including those a persisting gap flagged later
   std::int64_t amount_accepted_fen = 0;
+  std::uint64_t gaps_held = 0;     // missing counters held open by the reorder window
+  std::uint64_t gaps_closed = 0;   // of which arrived in time
+  std::uint64_t gaps_flagged = 0;  // of which did not
 };
 
 struct IngestResult {
@@ -149,6 +163,11 @@ class Ingest {
   Result<std::int64_t> suspicious_count() const;
   Result<std::int64_t> rejected_record_count() const;
   Result<std::int64_t> batch_count() const;
+  // Missing counters held open by the reorder window.
+  Result<std::int64_t> open_gap_count() const;
+  // Flags the records after gaps whose window has ended (see reorder_window_us); returns how
+  // many missing counters it flagged. Runs inside the caller's transaction when there is one.
+  Result<std::int64_t> flag_persistent_gaps();
   // The ack stored for a processed batch (batch_duplicate false), or nullopt.
   Result<std::optional<citycard::wire::UploadAck>> stored_ack(const protocol::TerminalId& terminal,
                                                               std::uint64_t batch_no) const;
@@ -179,6 +198,7 @@ class Ingest {
                                                   protocol::crypto::Algorithm alg,
                                                   const protocol::Serial8& serial);
   Result<Verdict> classify_replay(const Accepted& a);
+  Result<std::int64_t> flag_expired_gaps();  // inside the caller's transaction
   Status run_records(Work& w, const citycard::wire::UploadBatch& batch, std::int64_t post_fen,
                      citycard::wire::UploadAck& ack, IngestCounters& delta);
   Status store_rejected(const Batch& b, const citycard::wire::SwipeRecord& r, std::uint32_t index,

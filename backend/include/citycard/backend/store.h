@@ -52,6 +52,20 @@ struct StoreOptions {
   // WAL pages after which a commit checkpoints (PRAGMA wal_autocheckpoint). Larger means fewer
   // checkpoints, each writing a hot page once for several commits, and a longer WAL file.
   int wal_autocheckpoint_pages = 4'096;
+  // OFF hands every write to the OS without any fsync, even at checkpoints: a commit survives
+  // the process's death (kill -9, or a simulated crash that closes the Store) but not the
+  // machine's. Overrides synchronous_full. For virtual-time simulations only.
+  bool synchronous_off = false;
+  // PRAGMA locking_mode=EXCLUSIVE: the connection takes the file lock once and keeps it, and
+  // WAL's index lives in heap memory instead of the -shm file. No other connection (not even
+  // the sqlite3 shell) can open the database while this Store is open.
+  bool exclusive_locking = false;
+
+  // What a virtual-time simulation that owns its database file wants (the scenarios' World):
+  // synchronous OFF, exclusive locking, a 256 MiB cache and a 64 MiB WAL between checkpoints.
+  // A "crash" there closes and reopens the Store, so every committed batch is still there; a
+  // real `citycard backend` keeps the defaults (synchronous FULL).
+  static StoreOptions simulation();
 };
 
 // One step of the schema: `sql` (one or more statements) takes the database to `version`.
