@@ -123,7 +123,7 @@ TEST(CertifySuite, ASuiteThatCannotRunIsAClearError) {
       {"suite { name = 'x' } undefined_function()", "undefined_function"},
   };
   for (const auto& b : bad) {
-    reports::write_text_file((dir / "s.lua").string(), b.text);
+    ASSERT_TRUE(reports::write_text_file((dir / "s.lua").string(), b.text));
     o.suite_path = (dir / "s.lua").string();
     o.hello_wait_ms = 100;
     r = certify(o);
@@ -132,7 +132,7 @@ TEST(CertifySuite, ASuiteThatCannotRunIsAClearError) {
         << b.text << ": " << r.status().to_string();
   }
   // A suite that is fine but no terminal comes: a timeout naming the endpoint.
-  reports::write_text_file((dir / "s.lua").string(), "case('a', function() end)");
+  ASSERT_TRUE(reports::write_text_file((dir / "s.lua").string(), "case('a', function() end)"));
   r = certify(o);
   EXPECT_EQ(r.status().code(), Errc::kTimeout);
   EXPECT_NE(r.status().message().find("no terminal said Hello at tcp://127.0.0.1:"),
@@ -193,7 +193,7 @@ TEST(CertifyCommand, CertifiesATerminalProcessAndTheCertificateVerifiesWithOpens
   // A certificate edited after signing does not verify.
   std::string forged = *cert;
   forged.replace(forged.find("\"pass\""), 6, "\"PASS\"");
-  reports::write_text_file(o + "/forged.json", forged);
+  ASSERT_TRUE(reports::write_text_file(o + "/forged.json", forged));
   EXPECT_NE(sh("openssl dgst -sha256 -verify " + o + "/harness.pub -signature " + o +
                "/certificate.sig " + o + "/forged.json"),
             0);

@@ -193,7 +193,9 @@ TEST(WorldTaxis, TaxiFaresAreMeteredChargedUploadedAndCleared) {
 // them all; with the `taxi_log_in_ram` defect the records are gone and the backend is short.
 WorldStats power_loss_run(bool defect, std::size_t* before, std::size_t* after) {
   CityRun r(43);
-  if (defect) EXPECT_TRUE(r.world.set_defects({"taxi_log_in_ram"}).is_ok());
+  if (defect) {
+    EXPECT_TRUE(r.world.set_defects({"taxi_log_in_ram"}).is_ok());
+  }
   EXPECT_TRUE(r.world.build(taxi_city()).is_ok());
   EXPECT_TRUE(r.world.add_outage("T", 0, 1500'000'000).is_ok());
   EXPECT_TRUE(r.world.add_taxi_trips(0, 1200'000'000, 300).is_ok());
