@@ -6,7 +6,9 @@
 //   build/bench/scenarios_city_bench --benchmark_counters_tabular=true
 //   build/bench/scenarios_city_bench --benchmark_filter='RushHour/2000/'   # one size
 //
-// Arguments: buses, cards, swipes in the hour. Counters (one iteration per size, timed by the
+// Arguments: buses, cards, swipes in the hour, the backend's commit interval in ms of virtual
+// time (CityConfig::commit_interval_us; 0: every request commits and is answered on its own,
+// the baseline of vs_small). Counters (one iteration per size, timed by the
 // wall clock around the hour and the drain; building the city is timed apart as build_s):
 //   swipes_per_s   simulated sales per second of wall time (goal at full scale: >= 100,000)
 //   virtual_x      virtual seconds per wall second
@@ -14,7 +16,9 @@
 //   build_s        issuing the cards and registering the buses through the backend
 //   maxrss_MiB     the process's peak resident memory so far (getrusage ru_maxrss; the sizes
 //                  run smallest first, so each figure is that size's peak)
-//   vs_small       us_per_swipe relative to the first (smallest) size of the same run
+//   vs_small       us_per_swipe relative to the first run (the smallest size, each request
+//                  committed on its own) of the same process
+//   requests_per_commit  requests the embedded backend answered per commit (1 when 0 ms)
 #include <benchmark/benchmark.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -41,8 +45,10 @@ double maxrss_mib() {
 
 void BM_RushHour(benchmark::State& state) {
   const std::int64_t buses = state.range(0), cards = state.range(1), swipes = state.range(2);
+  const std::int64_t commit_ms = state.range(3);
   const std::string db = (std::filesystem::temp_directory_path() /
-                          ("citycard_city_bench_" + std::to_string(buses) + ".db"))
+                          ("citycard_city_bench_" + std::to_string(::getpid()) + "_" +
+                           std::to_string(buses) + ".db"))
                              .string();
   for (auto _ : state) {
     state.PauseTiming();
@@ -58,6 +64,7 @@ void BM_RushHour(benchmark::State& state) {
     c.balance_fen_max = 10'000;
     c.upload_interval_us = 60'000'000;
     c.batch_size_max = 100;
+    c.commit_interval_us = commit_ms * 1000;
     const auto b0 = std::chrono::steady_clock::now();
     if (Status s = world.build(c); !s) {
       state.SkipWithError(s.message().c_str());
@@ -86,6 +93,10 @@ void BM_RushHour(benchmark::State& state) {
     state.counters["build_s"] = build_s;
     state.counters["maxrss_MiB"] = maxrss_mib();
     state.counters["vs_small"] = us_per_swipe / baseline_us_per_swipe;
+    state.counters["requests_per_commit"] =
+        st.commit_groups > 0
+            ? static_cast<double>(st.grouped_requests) / static_cast<double>(st.commit_groups)
+            : 1.0;
     state.ResumeTiming();
   }
   for (const char* s : {"", "-wal", "-shm"}) std::filesystem::remove(db + s);
@@ -93,8 +104,10 @@ void BM_RushHour(benchmark::State& state) {
 
 // Smallest first: the baseline of vs_small, and the order that keeps maxrss per size honest.
 BENCHMARK(BM_RushHour)
-    ->Args({100, 10'000, 10'000})
-    ->Args({2'000, 200'000, 200'000})
+    ->Args({100, 10'000, 10'000, 0})
+    ->Args({100, 10'000, 10'000, 1'000})
+    ->Args({2'000, 200'000, 200'000, 0})
+    ->Args({2'000, 200'000, 200'000, 1'000})
     ->Iterations(1)
     ->Unit(benchmark::kSecond)
     ->UseRealTime();

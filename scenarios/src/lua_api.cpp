@@ -203,6 +203,8 @@ int l_city(lua_State* L) {
     cfg.upload_interval_us = opt_int_field(L, 1, "upload_interval_s", 60) * 1'000'000;
     cfg.trace_apdus = opt_bool_field(L, 1, "trace_apdus", false);
     cfg.batch_size_max = opt_int_field(L, 1, "batch_size", cfg.batch_size_max);
+    cfg.commit_interval_us =
+        opt_int_field(L, 1, "commit_interval_ms", cfg.commit_interval_us / 1000) * 1000;
     check(c.world.build(cfg));
     auto& knobs = c.summary.knobs;
     knobs["city.start"] = start;
@@ -223,6 +225,7 @@ int l_city(lua_State* L) {
     knobs["network.timeout_us"] = cfg.network.timeout_us;
     knobs["terminal.upload_interval_us"] = cfg.upload_interval_us;
     knobs["terminal.batch_size_max"] = cfg.batch_size_max;
+    knobs["city.commit_interval_us"] = cfg.commit_interval_us;
     return 0;
   });
 }

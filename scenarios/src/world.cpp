@@ -28,6 +28,13 @@ Status CityConfig::validate() const {
   if (fare_fen < 1 || fare_fen > 100'000) return bad("routes.fare_fen must be 1..100000");
   if (operator_id.empty()) return bad("routes.operator must not be empty");
   if (upload_interval_us < 1'000'000) return bad("upload_interval_s must be >= 1");
+  if (commit_interval_us < 0 || commit_interval_us > kCommitIntervalMax) {
+    return bad("commit_interval_ms must be 0..60000");
+  }
+  if (commit_interval_us > 0 && commit_interval_us >= network.timeout_us) {
+    return bad("commit_interval_ms must be below network.timeout_ms (the terminals would time "
+               "out waiting for every answer)");
+  }
   if (batch_size_max < 1 || batch_size_max > 10'000) return bad("batch_size must be 1..10000");
   if (network.loss_probability < 0 || network.loss_probability > 1) {
     return bad("network.loss must be a probability in [0, 1]");
@@ -136,7 +143,10 @@ class World::TracingChannel final : public sim::Channel {
 };
 
 // The network's view of the backend: the service while the backend is up, silence while it is
-// down (a crashed server answers nothing; clients time out).
+// down (a crashed server answers nothing; clients time out). With a commit interval, requests
+// are handled inside one open transaction (each request's own transaction is a savepoint in
+// it) and their answers wait for its commit: no answer leaves before what it acknowledges is
+// in the file, so a crash between handling and commit loses only unanswered requests.
 class World::BackendProxy final : public sim::RequestHandler {
  public:
   explicit BackendProxy(World& world) : world_(world) {}
@@ -145,8 +155,58 @@ class World::BackendProxy final : public sim::RequestHandler {
     return world_.backend_->service().handle(request);
   }
 
+  void handle_deferred(ByteView request, DeferredReply reply) override {
+    if (!world_.backend_up_) return reply({});
+    const std::int64_t interval = world_.config_.commit_interval_us;
+    if (interval <= 0) return reply(handle(request));
+    if (!group_) {
+      auto tx = world_.backend_->store().begin();
+      if (!tx) return reply(handle(request));  // no group: this request commits on its own
+      group_.emplace(std::move(tx).value());
+      const std::uint64_t generation = ++generation_;
+      world_.loop_.schedule_after(interval, [this, generation] {
+        if (generation == generation_) commit(true);
+      });
+    }
+    waiting_.emplace_back(handle(request), std::move(reply));
+    if (waiting_.size() >= CityConfig::kCommitGroupMax) commit(true);
+  }
+
+  // Commits the open group and, if `answer`, sends its answers. A failed commit answers none
+  // (nothing of them is stored; the clients time out and retry).
+  void commit(bool answer) {
+    if (!group_) return;
+    Status s = group_->commit();
+    group_.reset();
+    ++generation_;
+    auto waiting = std::move(waiting_);
+    waiting_.clear();
+    if (!s.is_ok()) {
+      world_.trace_.event(world_.loop_.now_us(), "backend_commit_failed",
+                          {{"requests", waiting.size()}, {"error", s.message()}});
+      return;
+    }
+    ++world_.stats_.commit_groups;
+    world_.stats_.grouped_requests += waiting.size();
+    if (!answer) return;
+    for (auto& [bytes, reply] : waiting) reply(std::move(bytes));
+  }
+
+  // The backend process died: the open transaction dies with it, unanswered.
+  void lose() {
+    if (!group_) return;
+    group_->rollback();
+    group_.reset();
+    ++generation_;
+    waiting_.clear();
+    ++world_.stats_.groups_lost;
+  }
+
  private:
   World& world_;
+  std::optional<backend::Store::Transaction> group_;
+  std::vector<std::pair<Bytes, DeferredReply>> waiting_;
+  std::uint64_t generation_ = 0;  // a commit timer of an earlier group does nothing
 };
 
 World::World(std::uint64_t seed, reports::TraceWriter& trace, std::string db_path)
@@ -157,7 +217,14 @@ World::World(std::uint64_t seed, reports::TraceWriter& trace, std::string db_pat
       demand_rng_(rng_.fork("demand")),
       tear_rng_(rng_.fork("tear")) {}
 
-World::~World() = default;
+World::~World() {
+  // A clean end: what the backend handled is committed (nobody is left to answer).
+  if (proxy_ && backend_up_) proxy_->commit(false);
+}
+
+void World::commit_pending() {
+  if (proxy_ && backend_up_) proxy_->commit(true);
+}
 
 Status World::build(const CityConfig& config) {
   if (built()) return Status(Errc::kInvalidArgument, "city{} can be called only once");
@@ -601,6 +668,7 @@ Status World::crash_backend(std::int64_t at_us, std::int64_t down_us) {
   loop_.schedule_at(at_us, [this, down_us] {
     if (!backend_up_) return;
     backend_up_ = false;
+    proxy_->lose();
     backend_.reset();  // everything in memory is gone; what was committed is in the file
     ++stats_.backend_crashes;
     trace_.event(loop_.now_us(), "backend_crash", {{"down_us", down_us}});
@@ -837,6 +905,7 @@ void World::sync_params(std::size_t bus_index) {
 
 Status World::ensure_operator() {
   if (!backend_up_) return Status(Errc::kUnavailable, "the backend is down");
+  commit_pending();  // an operator's action is done when it is in the file, after all before it
   if (operator_) return Status::ok();
   // The scripted operator: the first admin of the run's fresh database.
   const std::string password = "operator-" + std::to_string(seed_);
@@ -856,6 +925,7 @@ Result<std::uint64_t> World::blacklist_card(std::size_t card_index, bool listed)
                                               ")");
   }
   if (!backend_up_) return Status(Errc::kUnavailable, "the backend is down");
+  commit_pending();
   auto& risk = backend_->risk();
   auto tx = backend_->store().begin();
   if (!tx) return tx.status();

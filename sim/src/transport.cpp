@@ -49,24 +49,28 @@ class SimNetwork::SimChannel final : public Channel {
         ++net_.lost_;
         return;
       }
-      Bytes reply = server_.handle(*frame);
-      if (reply.empty()) {
-        ++net_.unanswered_;
+      server_.handle_deferred(*frame, [this, state](Bytes reply) { send_back(state, std::move(reply)); });
+    });
+  }
+
+  // The server's answer (now or, from a deferring server, later) travels back.
+  void send_back(const std::shared_ptr<State>& state, Bytes reply) {
+    if (reply.empty()) {
+      ++net_.unanswered_;
+      return;
+    }
+    if (net_.rng_.bernoulli(net_.options_.loss_probability)) {
+      ++net_.lost_;
+      return;  // the server acted, the answer is lost: the client will time out
+    }
+    net_.loop_.schedule_after(net_.delay_us(), [this, state, reply = std::move(reply)]() mutable {
+      if (state->done) return;
+      if (!net_.link_up(name_)) {
+        ++net_.lost_;
         return;
       }
-      if (net_.rng_.bernoulli(net_.options_.loss_probability)) {
-        ++net_.lost_;
-        return;  // the server acted, the answer is lost: the client will time out
-      }
-      net_.loop_.schedule_after(net_.delay_us(), [this, state, reply = std::move(reply)]() mutable {
-        if (state->done) return;
-        if (!net_.link_up(name_)) {
-          ++net_.lost_;
-          return;
-        }
-        state->done = true;
-        state->on_reply(std::move(reply));
-      });
+      state->done = true;
+      state->on_reply(std::move(reply));
     });
   }
 

@@ -90,6 +90,54 @@ class Counter : public RequestHandler {
   bool answer = true;
 };
 
+// A server that answers later (a group commit): the reply leaves when it calls back, and a
+// deferred reply that never comes is a timeout, as against a crashed server.
+class Deferring : public RequestHandler {
+ public:
+  Bytes handle(ByteView req) override { return Bytes(req.begin(), req.end()); }
+  void handle_deferred(ByteView req, DeferredReply reply) override {
+    held.emplace_back(Bytes(req.begin(), req.end()), std::move(reply));
+  }
+  std::vector<std::pair<Bytes, DeferredReply>> held;
+};
+
+TEST(SimNetworkDeferred, ReplyLeavesWhenTheServerAnswersNotBefore) {
+  EventLoop loop;
+  Deferring server;
+  SimNetwork net(loop, Rng(2), opts(1000, 0.0, 1'000'000));
+  auto ch = net.connect(server, "bus");
+  std::int64_t answered_at = -1;
+  Bytes got;
+  ch->request({7, 8}, [&](Result<Bytes> r) {
+    ASSERT_TRUE(r.is_ok());
+    got = *r;
+    answered_at = loop.now_us();
+  });
+  loop.run_until(500'000);
+  ASSERT_EQ(server.held.size(), 1u);
+  EXPECT_EQ(answered_at, -1);  // held by the server: nothing came back yet
+  server.held[0].second(server.held[0].first);
+  loop.run();
+  EXPECT_EQ(got, (Bytes{7, 8}));
+  EXPECT_EQ(answered_at, 500'000 + 1000);  // one network delay after the server answered
+}
+
+TEST(SimNetworkDeferred, AReplyNeverGivenIsATimeoutAndAnEmptyOneIsUnanswered) {
+  EventLoop loop;
+  Deferring server;
+  SimNetwork net(loop, Rng(2), opts(1000, 0.0, 100'000));
+  auto ch = net.connect(server, "bus");
+  std::vector<Errc> got;
+  ch->request({1}, [&](Result<Bytes> r) { got.push_back(r.status().code()); });
+  ch->request({2}, [&](Result<Bytes> r) { got.push_back(r.status().code()); });
+  loop.run_until(50'000);
+  ASSERT_EQ(server.held.size(), 2u);
+  server.held[1].second(Bytes{});  // the server chose not to answer the second
+  loop.run();
+  EXPECT_EQ(got, (std::vector<Errc>{Errc::kTimeout, Errc::kTimeout}));
+  EXPECT_EQ(net.unanswered(), 1u);
+}
+
 TEST(SimNetworkFaults, DuplicateDeliversTwiceButAnswersOnce) {
   EventLoop loop;
   Counter server;

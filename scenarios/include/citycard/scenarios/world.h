@@ -54,10 +54,18 @@ struct CityConfig {
   // response with its status word, simulated duration). Off by default: a city's hour is
   // millions of exchanges.
   bool trace_apdus = false;
+  // Group commit in the embedded backend: requests arriving within this much virtual time
+  // (or until kCommitGroupMax are waiting) are handled inside one SQLite transaction and
+  // answered only after its commit, as a real server's group commit answers after its one
+  // fsync; a backend crash before the commit loses the group and answers none of it (the
+  // terminals retry). 0: each request commits and is answered on its own.
+  std::int64_t commit_interval_us = 1'000'000;
+  static constexpr std::size_t kCommitGroupMax = 1'000;
 
   // Limits: a scenario asking for more is refused with a message, not run out of memory.
   static constexpr std::int64_t kCardsMax = 50'000'000;
   static constexpr std::int64_t kBusesMax = 100'000;
+  static constexpr std::int64_t kCommitIntervalMax = 60'000'000;
   Status validate() const;
 };
 
@@ -107,6 +115,9 @@ struct WorldStats {
   std::uint64_t transfers = 0;               // second legs of trips
   std::uint64_t trips = 0;
   std::uint64_t backend_crashes = 0;
+  std::uint64_t commit_groups = 0;           // group commits of the embedded backend
+  std::uint64_t grouped_requests = 0;        // requests answered through them
+  std::uint64_t groups_lost = 0;             // open groups a backend crash threw away
   std::int64_t max_clock_error_us = 0;       // largest |bus clock - true time| now
   std::uint64_t torn = 0;                    // taps refused because the card left mid-way
   std::uint64_t retaps = 0;                  // riders tapping again after a torn tap
@@ -211,6 +222,9 @@ class World {
   // unanswered) and restarts from its SQLite file `down_us` later.
   Status crash_backend(std::int64_t at_us, std::int64_t down_us);
   bool backend_up() const { return backend_up_; }
+  // Commits the embedded backend's open group now and sends its answers (see
+  // CityConfig::commit_interval_us); operator actions call it first.
+  void commit_pending();
   // Runs `action` at a virtual time (operator actions, checks).
   Status at(std::int64_t at_us, std::function<void()> action);
   Status run_until(std::int64_t t_us);

@@ -21,8 +21,14 @@ namespace citycard::sim {
 // client times out, as it would against a crashed server.
 class RequestHandler {
  public:
+  using DeferredReply = std::function<void(Bytes)>;
   virtual ~RequestHandler() = default;
   virtual Bytes handle(ByteView request) = 0;
+  // The simulated network calls this one: a server may answer later (a group commit that
+  // acknowledges only once its transaction is durable) by calling `reply` once, on the event
+  // loop's thread, or never (an empty reply, or no call: the client times out). The default
+  // answers at once with handle().
+  virtual void handle_deferred(ByteView request, DeferredReply reply) { reply(handle(request)); }
 };
 
 // Client side. The reply callback runs exactly once, on the thread that drives the transport
