@@ -642,6 +642,12 @@ Status World::set_faults(const FaultConfig& f) {
   if (f.clock_drift_ppm_stddev < 0 || f.clock_drift_ppm_stddev > 1e5) {
     return Status(Errc::kInvalidArgument, "clock_drift_ppm must be 0..100000");
   }
+  if (config_.commit_interval_us > 0 && n.timeout_us <= config_.commit_interval_us) {
+    return Status(Errc::kInvalidArgument,
+                  "timeout_ms must be above city's commit_interval_ms (" +
+                      std::to_string(config_.commit_interval_us / 1000) +
+                      "): every answer waits for the backend's group commit");
+  }
   faults_ = f;
   network_->set_options(f.network);
   sim::Rng drift = rng_.fork("clock-drift");

@@ -132,6 +132,16 @@ TEST(WorldGroupCommit, BadCommitIntervalIsRefused) {
     EXPECT_EQ(s.code(), Errc::kInvalidArgument) << bad;
     EXPECT_NE(s.message().find("commit_interval_ms"), std::string::npos) << s.message();
   }
+  CityRun r(24);
+  ASSERT_TRUE(r.world.build(small_city()).is_ok());  // 1 s groups
+  FaultConfig f;
+  f.network = small_city().network;
+  f.network.timeout_us = 1'000'000;  // a faults{} timeout no answer could meet
+  Status s = r.world.set_faults(f);
+  EXPECT_EQ(s.code(), Errc::kInvalidArgument);
+  EXPECT_NE(s.message().find("commit_interval_ms"), std::string::npos) << s.message();
+  f.network.timeout_us = 1'500'000;
+  EXPECT_TRUE(r.world.set_faults(f).is_ok());
 }
 
 TEST(World, BadConfigurationIsRefusedWithAReason) {
