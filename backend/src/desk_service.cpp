@@ -221,7 +221,8 @@ Envelope DeskService::handle(const Envelope& request) {
     return e;
   }
   if (!changes_something(m.op_case())) {
-    auto r = run(*by, m);
+    bool changed = false;
+    auto r = run(*by, m, &changed);
     if (!r.is_ok()) return card_error(id, r.status());
     *e.mutable_desk_reply() = std::move(r).value();
     return e;
@@ -255,9 +256,11 @@ Envelope DeskService::handle(const Envelope& request) {
       return e;  // the transaction rolls back: it changed nothing
     }
   }
-  auto r = run(*by, m);
+  bool changed = false;
+  auto r = run(*by, m, &changed);
   if (!r.is_ok()) {
-    // Keep the refusal's audit row (Users::audited wrote it in this transaction).
+    if (changed) return error_reply(id, wire::INTERNAL, r.status().message());  // rolls back
+    // A refusal: keep its audit row (Users::audited wrote it in this transaction).
     (void)tx->commit();
     return card_error(id, r.status());
   }
@@ -385,7 +388,7 @@ Result<wire::DeskCardState> DeskService::state(const Serial8& card) const {
   return s;
 }
 
-Result<DeskReply> DeskService::run(const Session& by, const DeskRequest& m) {
+Result<DeskReply> DeskService::run(const Session& by, const DeskRequest& m, bool* changed) {
   DeskReply reply;
   switch (m.op_case()) {
     case DeskRequest::kIssue: {
@@ -393,6 +396,7 @@ Result<DeskReply> DeskService::run(const Session& by, const DeskRequest& m) {
       if (!r.is_ok()) return r.status();
       auto image = cards_.issue(by, *r);
       if (!image.is_ok()) return image.status();
+      *changed = true;
       to_wire(*image, *reply.mutable_issued());
       return reply;
     }
@@ -419,6 +423,7 @@ Result<DeskReply> DeskService::run(const Session& by, const DeskRequest& m) {
                               ? cards_.report_lost(by, *serial)
                               : cards_.report_found(by, *serial);
       if (!done) return done;
+      *changed = true;
       auto s = state(*serial);
       if (!s.is_ok()) return s.status();
       *reply.mutable_card() = std::move(s).value();
@@ -429,6 +434,7 @@ Result<DeskReply> DeskService::run(const Session& by, const DeskRequest& m) {
       if (!serial.is_ok()) return serial.status();
       auto r = cards_.refund(by, *serial, m.refund().card_balance_fen());
       if (!r.is_ok()) return r.status();
+      *changed = true;
       auto s = state(*serial);
       if (!s.is_ok()) return s.status();
       wire::DeskRefundReply* out = reply.mutable_refunded();
@@ -443,6 +449,7 @@ Result<DeskReply> DeskService::run(const Session& by, const DeskRequest& m) {
       if (!serial.is_ok()) return serial.status();
       auto image = cards_.replace(by, *serial);
       if (!image.is_ok()) return image.status();
+      *changed = true;
       to_wire(*image, *reply.mutable_issued());
       auto s = state(*serial);
       if (!s.is_ok()) return s.status();

@@ -160,10 +160,18 @@ Result<DeskReply> IssuingDesk::call(DeskRequest request) {
 }
 
 Result<DeskReply> IssuingDesk::change(DeskRequest request) {
-  request.set_op_no(next_op_no_++);
+  const std::string op = request.SerializeAsString();
+  if (unanswered_ && unanswered_->second == op) {
+    request.set_op_no(unanswered_->first);
+  } else {
+    request.set_op_no(next_op_no_++);
+  }
+  unanswered_.reset();
   for (std::size_t attempt = 0;; ++attempt) {
     auto r = call(request);
-    if (r.is_ok() || !answer_lost(r.status()) || attempt >= options_.answer_retries_max) {
+    if (r.is_ok() || !answer_lost(r.status())) return r;
+    if (attempt >= options_.answer_retries_max) {
+      unanswered_.emplace(request.op_no(), op);
       return r;
     }
     ++answer_retries_;

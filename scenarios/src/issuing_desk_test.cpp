@@ -33,13 +33,14 @@ using devices::IssuingDesk;
 
 using Proxy = testsupport::ServiceHandler;
 
-// Passes requests on; the answer to request number `lose_answer` (1-based) arrives at the
-// server but never comes back: the desk sees a timeout.
+// Passes requests on; the answers to requests number `lose_answer` .. `lose_answer` +
+// `lose_count` - 1 (1-based) arrive at the server but never come back: the desk sees timeouts.
 class LosingChannel final : public sim::Channel {
  public:
   explicit LosingChannel(sim::Channel& inner) : inner_(inner) {}
   void request(Bytes frame, ReplyFn on_reply) override {
-    const bool lose = ++n_ == lose_answer;
+    ++n_;
+    const bool lose = n_ >= lose_answer && n_ < lose_answer + lose_count;
     inner_.request(std::move(frame), [lose, on_reply](Result<Bytes> reply) {
       if (lose) {
         on_reply(Status(Errc::kTimeout, "answer lost"));
@@ -49,6 +50,7 @@ class LosingChannel final : public sim::Channel {
     });
   }
   int lose_answer = 0;
+  int lose_count = 1;
 
  private:
   sim::Channel& inner_;
@@ -469,6 +471,30 @@ TEST_F(IssuingDeskTest, ALostAnswerIsAskedAgainAndIssuesOneCard) {
   EXPECT_EQ(card_count(), cards + 1);
   EXPECT_EQ(account(backend::account::kIssuerCash), cash + 1'000);
   EXPECT_EQ(record(issued->card.serial()).balance_fen, 800);
+}
+
+TEST_F(IssuingDeskTest, AnOperationLeftUnansweredKeepsItsNumberWhenAskedAgain) {
+  const std::int64_t cards = card_count();
+  // The issue and its three retries all go unanswered (the backend did the first).
+  main.losing->lose_answer = 2;
+  main.losing->lose_count = 4;
+  DeskIssueSpec spec;
+  spec.opening_value_fen = 600;
+  auto first = desk().issue(spec);
+  ASSERT_FALSE(first.is_ok());
+  EXPECT_EQ(first.status().code(), Errc::kTimeout);
+  EXPECT_EQ(card_count(), cards + 1);
+  // The operator presses again: the same number, the first card's image.
+  auto again = desk().issue(spec);
+  ASSERT_TRUE(again.is_ok()) << again.status().to_string();
+  EXPECT_TRUE(again->replayed);
+  EXPECT_EQ(card_count(), cards + 1);
+  // A different operation next gets a number of its own.
+  spec.opening_value_fen = 700;
+  auto other = desk().issue(spec);
+  ASSERT_TRUE(other.is_ok()) << other.status().to_string();
+  EXPECT_FALSE(other->replayed);
+  EXPECT_EQ(card_count(), cards + 2);
 }
 
 TEST_F(IssuingDeskTest, OperatorMustBeSignedInAtThisDeskAsDeskStaff) {

@@ -65,7 +65,9 @@ class DeskService {
   citycard::wire::Envelope sign_in(std::uint64_t id, const protocol::TerminalId& desk,
                                    const citycard::wire::DeskSignIn& m);
   Result<Session> session(const protocol::TerminalId& desk, const std::string& token) const;
-  Result<citycard::wire::DeskReply> run(const Session& by, const citycard::wire::DeskRequest& m);
+  // `changed` is set once Cards has done the operation (a later failure must undo it).
+  Result<citycard::wire::DeskReply> run(const Session& by, const citycard::wire::DeskRequest& m,
+                                        bool* changed);
   Result<citycard::wire::DeskCardState> state(const protocol::Serial8& card) const;
 
   Store& store_;

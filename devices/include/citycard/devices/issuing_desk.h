@@ -28,7 +28,9 @@
 // At most once: every changing operation carries the desk's next operation number. When an
 // answer is lost (timeout, link down) the desk asks again with the same number, up to
 // answer_retries_max times; the backend answers the first result again (`replayed`), so a
-// lost answer never issues a second card or pays a refund twice.
+// lost answer never issues a second card or pays a refund twice. When every try went
+// unanswered, the desk keeps that number for the operation: the same operation asked next
+// (the operator pressing again) goes with the same number, so it too is done at most once.
 //
 // Errors: ErrorReply codes as status_of_error (host_session.h) maps them, with
 // DESK_NOT_SIGNED_IN kPermissionDenied and DESK_OP_REUSED kConflict.
@@ -42,6 +44,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "citycard/devices/card_link.h"
 #include "citycard/devices/cpu_card.h"
@@ -184,6 +187,8 @@ class IssuingDesk {
   OnlineLoadClient load_client_;
   RechargePoint point_;
   std::string session_;
+  // The last changing operation whose every try went unanswered, with its number.
+  std::optional<std::pair<std::uint64_t, std::string>> unanswered_;
   std::uint64_t next_op_no_ = 1;
   std::uint64_t next_request_id_ = 1;
   std::uint64_t requests_ = 0;
