@@ -74,6 +74,10 @@ Status Backend::open_money() {
   service_->set_money(money_service_.get());
   sign_on_service_ = std::make_unique<SignOnService>(*issuance_, *risk_, *fares_, calendar_);
   service_->set_sign_on(sign_on_service_.get());
+  desk_service_ = std::make_unique<DeskService>(store, *users_, *cards_, *issuance_, *merchants_,
+                                                calendar_, options_.key_seed);
+  if (Status s = desk_service_->open(); !s.is_ok()) return s;
+  service_->set_desk(desk_service_.get());
   return Status::ok();
 }
 

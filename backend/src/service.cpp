@@ -3,6 +3,7 @@
 #include <exception>
 #include <string>
 
+#include "citycard/backend/desk_service.h"
 #include "citycard/backend/money_service.h"
 #include "citycard/backend/qr.h"
 #include "citycard/backend/sign_on.h"
@@ -81,6 +82,9 @@ Envelope Service::dispatch(const Envelope& request) {
       break;
     case Envelope::kQrUpload:
       if (qr_ != nullptr) return qr_->upload(request);
+      break;
+    case Envelope::kDeskRequest:
+      if (desk_ != nullptr) return desk_->handle(request);
       break;
     default:
       if (money_ != nullptr && money_->handles(request.body_case())) {

@@ -22,6 +22,7 @@
 
 #include "citycard/backend/calendar.h"
 #include "citycard/backend/clearing.h"
+#include "citycard/backend/desk_service.h"
 #include "citycard/backend/ingest.h"
 #include "citycard/backend/issuance.h"
 #include "citycard/backend/keys.h"
@@ -145,6 +146,7 @@ class Backend {
   std::unique_ptr<SwipeRules> swipe_rules_;
   std::unique_ptr<MoneyService> money_service_;
   std::unique_ptr<SignOnService> sign_on_service_;  // sign_on.h
+  std::unique_ptr<DeskService> desk_service_;       // desk_service.h
 };
 
 }  // namespace citycard::backend
