@@ -201,6 +201,8 @@ Result<std::unique_ptr<Server>> Server::open(Backend& backend, zmq::context_t& c
       CertificateAuthority::open(backend.store(), backend.calendar(), o.pki, root_key_pem_out);
   if (!ca.is_ok()) return ca.status();
   server->ca_ = std::move(ca).value();
+  // The QR issuer's key and certificate (qr.h): made the first time, renewed when due.
+  if (auto qr = backend.certify_qr(*server->ca_); !qr.is_ok()) return qr.status();
   server->handler_ = std::make_unique<Handler>(backend);
 
   sim::ZmqServerOptions zo;

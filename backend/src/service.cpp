@@ -4,6 +4,7 @@
 #include <string>
 
 #include "citycard/backend/money_service.h"
+#include "citycard/backend/pos_refund.h"
 #include "citycard/backend/qr.h"
 #include "citycard/backend/sign_on.h"
 
@@ -81,6 +82,9 @@ Envelope Service::dispatch(const Envelope& request) {
       break;
     case Envelope::kQrUpload:
       if (qr_ != nullptr) return qr_->upload(request);
+      break;
+    case Envelope::kPosRefund:
+      if (pos_refund_ != nullptr) return pos_refund_->refund(request);
       break;
     default:
       if (money_ != nullptr && money_->handles(request.body_case())) {

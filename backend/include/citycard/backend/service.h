@@ -27,6 +27,7 @@ namespace citycard::backend {
 class MoneyService;
 class SignOnService;
 class QrService;
+class PosRefundService;
 
 class Service final : public sim::RequestHandler {
  public:
@@ -42,6 +43,8 @@ class Service final : public sim::RequestHandler {
   void set_sign_on(SignOnService* sign_on) { sign_on_ = sign_on; }
   // QR-code payment (qr.h); null: answered UNSUPPORTED.
   void set_qr(QrService* qr) { qr_ = qr; }
+  // POS refund and void (pos_refund.h); null: answered UNSUPPORTED.
+  void set_pos_refund(PosRefundService* refunds) { pos_refund_ = refunds; }
 
   std::uint64_t requests() const { return requests_; }
   std::uint64_t error_replies() const { return error_replies_; }
@@ -57,6 +60,7 @@ class Service final : public sim::RequestHandler {
   MoneyService* money_ = nullptr;
   SignOnService* sign_on_ = nullptr;
   QrService* qr_ = nullptr;
+  PosRefundService* pos_refund_ = nullptr;
 };
 
 }  // namespace citycard::backend
