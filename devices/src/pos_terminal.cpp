@@ -165,7 +165,6 @@ Result<citycard::wire::Envelope> MerchantPos::call(citycard::wire::Envelope requ
 
 Status MerchantPos::send_refund(JournalEntry& sale, bool is_void, std::uint32_t amount_fen,
                                 const std::string& password) {
-  last_refund_code_ = citycard::wire::OK;
   if (Status s = upload_sales(); !s.is_ok()) return s;
   citycard::wire::Envelope e;
   auto* m = e.mutable_pos_refund();
@@ -211,6 +210,7 @@ Status MerchantPos::send_refund(JournalEntry& sale, bool is_void, std::uint32_t 
 }
 
 Status MerchantPos::void_sale(std::uint64_t journal_no, const std::string& password) {
+  last_refund_code_ = citycard::wire::OK;
   JournalEntry* p = find(journal_no);
   if (!p || p->kind != JournalEntry::Kind::kPurchase) {
     return Status(Errc::kRejected, "no such purchase in the journal");
@@ -222,6 +222,7 @@ Status MerchantPos::void_sale(std::uint64_t journal_no, const std::string& passw
 
 Status MerchantPos::refund(std::uint64_t journal_no, std::uint32_t amount_fen,
                            const std::string& password) {
+  last_refund_code_ = citycard::wire::OK;
   JournalEntry* p = find(journal_no);
   if (!p || p->kind != JournalEntry::Kind::kPurchase) {
     return Status(Errc::kRejected, "no such purchase in the journal");
