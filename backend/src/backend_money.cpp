@@ -74,12 +74,12 @@ Status Backend::open_money() {
   service_->set_money(money_service_.get());
   sign_on_service_ = std::make_unique<SignOnService>(*issuance_, *risk_, *fares_, calendar_);
   service_->set_sign_on(sign_on_service_.get());
-  qr_service_ = std::make_unique<QrService>(store, *ledger_, *cards_, *issuance_, calendar_,
-                                            options_.qr);
+  qr_service_ =
+      std::make_unique<QrService>(store, *ledger_, *cards_, *issuance_, calendar_, options_.qr);
   if (Status s = qr_service_->open(); !s.is_ok()) return s;
   service_->set_qr(qr_service_.get());
-  pos_refund_service_ = std::make_unique<PosRefundService>(store, *ledger_, *cards_, *issuance_,
-                                                           *users_, calendar_);
+  pos_refund_service_ =
+      std::make_unique<PosRefundService>(store, *ledger_, *cards_, *issuance_, *users_, calendar_);
   service_->set_pos_refund(pos_refund_service_.get());
   return Status::ok();
 }

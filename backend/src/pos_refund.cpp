@@ -40,8 +40,8 @@ struct Refusal {
 }  // namespace
 
 Result<std::int64_t> PosRefundService::refunded_fen(const std::string& merchant_id) const {
-  auto q = store_.query(
-      "SELECT coalesce(sum(amount_fen), 0) FROM pos_refunds WHERE merchant_id = ?1");
+  auto q =
+      store_.query("SELECT coalesce(sum(amount_fen), 0) FROM pos_refunds WHERE merchant_id = ?1");
   q.bind(1, merchant_id);
   auto row = q.step();
   if (!row.is_ok()) return row.status();
@@ -72,9 +72,9 @@ Envelope PosRefundService::refund(const Envelope& request) {
   }
   if (Status s = users_.require_merchant(*session, merchant, {Role::kMerchantOwner}, "pos_refund");
       !s.is_ok()) {
-    return error_reply(id, wire::REFUND_NOT_AUTHORISED,
-                       "refund refused: " + s.message() + " (a manager of " + merchant +
-                           " must authorise it)");
+    return error_reply(
+        id, wire::REFUND_NOT_AUTHORISED,
+        "refund refused: " + s.message() + " (a manager of " + merchant + " must authorise it)");
   }
 
   Refusal refusal;
@@ -144,13 +144,13 @@ Envelope PosRefundService::refund(const Envelope& request) {
       reconciled = q.column_int64(4);
     }
     if (sold_by != merchant) {
-      return refuse(wire::WRONG_MERCHANT, "the sale belongs to merchant " + sold_by +
-                                              ", not to " + merchant + " (the terminal's)");
+      return refuse(wire::WRONG_MERCHANT, "the sale belongs to merchant " + sold_by + ", not to " +
+                                              merchant + " (the terminal's)");
     }
     std::int64_t refunded = 0;
     {
-      auto q = store_.query(
-          "SELECT coalesce(sum(amount_fen), 0) FROM pos_refunds WHERE swipe_id = ?1");
+      auto q =
+          store_.query("SELECT coalesce(sum(amount_fen), 0) FROM pos_refunds WHERE swipe_id = ?1");
       q.bind(1, swipe_id);
       auto row = q.step();
       if (!row.is_ok()) return row.status();

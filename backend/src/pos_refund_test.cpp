@@ -42,7 +42,8 @@ class PosRefundTest : public testing::MoneyTest {
     return counter;
   }
   Envelope request(const std::string& id, const PurseCard& c, std::uint32_t counter,
-                   std::int64_t amount, citycard::wire::PosRefundKind kind = citycard::wire::POS_REFUND,
+                   std::int64_t amount,
+                   citycard::wire::PosRefundKind kind = citycard::wire::POS_REFUND,
                    const TestTerminal* t = nullptr, const std::string& manager = "boss",
                    const std::string& password = "password-1") {
     Envelope e;
@@ -124,13 +125,13 @@ TEST_F(PosRefundTest, RefusalsMoveNothing) {
   EXPECT_EQ(refused(request("X-1", named, n, 1'001)), citycard::wire::REFUND_EXCEEDS_ORIGINAL);
   EXPECT_EQ(refused(request("X-2", named, n + 7, 100)), citycard::wire::ORIGINAL_NOT_FOUND);
   // The cafe's manager, at the cafe's POS, refunding the shop's sale.
-  EXPECT_EQ(refused(request("X-3", named, n, 100, citycard::wire::POS_REFUND, &cafe_pos,
-                            "cafe-boss")),
-            citycard::wire::WRONG_MERCHANT);
+  EXPECT_EQ(
+      refused(request("X-3", named, n, 100, citycard::wire::POS_REFUND, &cafe_pos, "cafe-boss")),
+      citycard::wire::WRONG_MERCHANT);
   // Authority: wrong password, a clerk, another merchant's manager, nobody.
-  EXPECT_EQ(refused(request("X-4", named, n, 100, citycard::wire::POS_REFUND, nullptr, "boss",
-                            "guess")),
-            citycard::wire::REFUND_NOT_AUTHORISED);
+  EXPECT_EQ(
+      refused(request("X-4", named, n, 100, citycard::wire::POS_REFUND, nullptr, "boss", "guess")),
+      citycard::wire::REFUND_NOT_AUTHORISED);
   EXPECT_EQ(refused(request("X-5", named, n, 100, citycard::wire::POS_REFUND, nullptr, "clerk")),
             citycard::wire::REFUND_NOT_AUTHORISED);
   EXPECT_EQ(

@@ -52,8 +52,8 @@ Status QrService::load() {
       return Status(Errc::kInternal, "QR issuer key " + std::to_string(q.column_int64(0)) +
                                          " does not load: " + key.status().message());
     }
-    IssuerKey k{q.column_int64(0), std::move(key).value(), {}, q.column_text(2),
-                q.column_text(3), q.column_int64(4)};
+    IssuerKey k{q.column_int64(0), std::move(key).value(), {},
+                q.column_text(2),  q.column_text(3),       q.column_int64(4)};
     k.point = k.key.public_point();
     keys.push_back(std::move(k));
   }

@@ -170,8 +170,8 @@ TEST_F(QrBackendTest, ARevokedIssuerCertificateIsRenewedAndOldGrantsStillPay) {
   auto renewed = backend->certify_qr(*ca);
   ASSERT_TRUE(renewed.is_ok()) << renewed.status().to_string();
   EXPECT_NE(*renewed, *pem);
-  auto point = qr::verify_certificate(*renewed, ca->root_pem(), {ca->city_ca_pem()},
-                                      ca->now_unix_s());
+  auto point =
+      qr::verify_certificate(*renewed, ca->root_pem(), {ca->city_ca_pem()}, ca->now_unix_s());
   ASSERT_TRUE(point.is_ok());
   EXPECT_EQ(*point, *backend->qr().issuer_point());
   // A grant made under the old key, scanned after the renewal: still paid (the money is real).

@@ -277,6 +277,10 @@ Status Server::export_pki(const std::string& dir) const {
     files.emplace_back("server.pem", identity_.certificate.pem);
     files.emplace_back("server.curve", sim::z85_encode(identity_.curve_keys.public_key) + "\n");
   }
+  // The QR issuer's certificate, for validators to check QR codes offline (qr.h).
+  if (!backend_.qr().issuer_certificate_pem().empty()) {
+    files.emplace_back("qr-issuer.pem", backend_.qr().issuer_certificate_pem());
+  }
   for (const auto& [name, text] : files) {
     if (Status s = write_atomically(d / name, text); !s.is_ok()) return s;
   }

@@ -604,11 +604,10 @@ Status Settlement::cancel(const Session& by, std::int64_t batch_id) {
                                          batch_state_name(b->state) +
                                          "; only a draft is cancelled");
     }
-    for (const char* sql :
-         {"UPDATE points_moves SET line_id = NULL WHERE line_id IN "
-          "(SELECT id FROM settlement_lines WHERE batch_id = ?1)",
-          "UPDATE pos_refunds SET line_id = NULL WHERE line_id IN "
-          "(SELECT id FROM settlement_lines WHERE batch_id = ?1)"}) {
+    for (const char* sql : {"UPDATE points_moves SET line_id = NULL WHERE line_id IN "
+                            "(SELECT id FROM settlement_lines WHERE batch_id = ?1)",
+                            "UPDATE pos_refunds SET line_id = NULL WHERE line_id IN "
+                            "(SELECT id FROM settlement_lines WHERE batch_id = ?1)"}) {
       if (Status s = store_.query(sql).bind(1, batch_id).run(); !s.is_ok()) return s;
     }
     return store_.query("UPDATE settlement_batches SET state = 4 WHERE id = ?1")

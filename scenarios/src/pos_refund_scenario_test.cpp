@@ -45,14 +45,14 @@ class PosRefundScenarioTest : public ::testing::Test {
       p.account_name = id;
       ASSERT_TRUE(backend->merchants().create(admin, p).is_ok());
     }
-    ASSERT_TRUE(backend->users()
-                    .create_user(admin, {"manager", "m-pass-1", backend::Role::kMerchantOwner,
-                                         "SHOP-1"})
-                    .is_ok());
-    ASSERT_TRUE(backend->users()
-                    .create_user(admin, {"cashier", "c-pass-1", backend::Role::kMerchantOperator,
-                                         "SHOP-1"})
-                    .is_ok());
+    ASSERT_TRUE(
+        backend->users()
+            .create_user(admin, {"manager", "m-pass-1", backend::Role::kMerchantOwner, "SHOP-1"})
+            .is_ok());
+    ASSERT_TRUE(
+        backend->users()
+            .create_user(admin, {"cashier", "c-pass-1", backend::Role::kMerchantOperator, "SHOP-1"})
+            .is_ok());
     backend::TerminalParams tp;
     tp.operator_id = "SHOP-1";
     tp.device_id = "POS-7";

@@ -154,8 +154,8 @@ class Backend {
   std::unique_ptr<ReportData> reports_;
   std::unique_ptr<SwipeRules> swipe_rules_;
   std::unique_ptr<MoneyService> money_service_;
-  std::unique_ptr<SignOnService> sign_on_service_;  // sign_on.h
-  std::unique_ptr<QrService> qr_service_;           // qr.h
+  std::unique_ptr<SignOnService> sign_on_service_;        // sign_on.h
+  std::unique_ptr<QrService> qr_service_;                 // qr.h
   std::unique_ptr<PosRefundService> pos_refund_service_;  // pos_refund.h
 };
 

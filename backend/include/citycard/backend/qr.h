@@ -51,7 +51,7 @@ struct QrOptions {
   std::uint32_t max_amount_fen = 20'000;
   std::size_t upload_payments_max = 1'000;
   std::string subject_id = "qr-issuer.citycard";  // the certificate's subject id
-  int renew_before_days = 60;  // a certificate this close to its end is replaced
+  int renew_before_days = 60;                     // a certificate this close to its end is replaced
 };
 
 class QrService {

@@ -80,7 +80,7 @@ struct JournalEntry {
   std::uint64_t refers_to = 0;   // void / refund: the purchase's number
   bool voided = false;           // purchase: a void has been recorded
   std::uint32_t refunded_fen = 0;
-  std::uint32_t refunds_done = 0;  // purchase: refunds the backend accepted (the next id's n)
+  std::uint32_t refunds_done = 0;      // purchase: refunds the backend accepted (the next id's n)
   citycard::wire::SwipeRecord record;  // purchase, completion: its clearing record
   // Pre-authorisation: the card, when it was made, and whether completed or cancelled.
   protocol::Serial8 card{};
