@@ -52,9 +52,12 @@ Status QrService::load() {
       return Status(Errc::kInternal, "QR issuer key " + std::to_string(q.column_int64(0)) +
                                          " does not load: " + key.status().message());
     }
-    IssuerKey k{q.column_int64(0), std::move(key).value(), {},
-                q.column_text(2),  q.column_text(3),       q.column_int64(4)};
-    k.point = k.key.public_point();
+    const qr::PublicPoint point = key->public_point();
+    std::optional<qr::PublicKey> parsed = qr::PublicKey::from_point(point);
+    if (!parsed) return Status(Errc::kInternal, "QR issuer key's public point does not parse");
+    IssuerKey k{q.column_int64(0), std::move(key).value(), point,
+                std::move(parsed), q.column_text(2),       q.column_text(3),
+                q.column_int64(4)};
     keys.push_back(std::move(k));
   }
   keys_ = std::move(keys);
@@ -110,7 +113,7 @@ Result<std::string> QrService::certify(CertificateAuthority& ca) {
 
 bool QrService::verify_grant(ByteView grant, ByteView signature) const {
   for (auto it = keys_.rbegin(); it != keys_.rend(); ++it) {
-    if (qr::verify(it->point, grant, signature)) return true;
+    if (it->parsed->verify(grant, signature)) return true;
   }
   return false;
 }

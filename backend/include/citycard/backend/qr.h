@@ -32,6 +32,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -82,6 +83,7 @@ class QrService {
     std::int64_t key_no = 0;
     protocol::qr::EcKey key;
     protocol::qr::PublicPoint point{};
+    std::optional<protocol::qr::PublicKey> parsed;  // point, parsed once (verify() is cheaper)
     std::string cert_pem;
     std::string cert_serial;
     std::int64_t not_after_unix_s = 0;
