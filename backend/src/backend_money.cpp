@@ -78,6 +78,13 @@ Status Backend::open_money() {
                                                 calendar_, options_.key_seed);
   if (Status s = desk_service_->open(); !s.is_ok()) return s;
   service_->set_desk(desk_service_.get());
+  qr_service_ =
+      std::make_unique<QrService>(store, *ledger_, *cards_, *issuance_, calendar_, options_.qr);
+  if (Status s = qr_service_->open(); !s.is_ok()) return s;
+  service_->set_qr(qr_service_.get());
+  pos_refund_service_ =
+      std::make_unique<PosRefundService>(store, *ledger_, *cards_, *issuance_, *users_, calendar_);
+  service_->set_pos_refund(pos_refund_service_.get());
   return Status::ok();
 }
 
@@ -154,6 +161,17 @@ Status Backend::check_money_conservation() const {
   };
   for (const Check& c : checks) {
     if (Status s = expect(l, c.account, c.expected, c.what); !s.is_ok()) return s;
+  }
+  // Each operator's QR payments not yet settled (qr.h, settlement.h).
+  auto qr_payables = l.balances(account::kQrPayablePrefix);
+  if (!qr_payables.is_ok()) return qr_payables.status();
+  for (const AccountBalance& a : *qr_payables) {
+    auto due = qr_service_->payable_fen(a.account.substr(account::kQrPayablePrefix.size()));
+    if (!due.is_ok()) return due.status();
+    if (Status s = expect(l, a.account, -*due, "QR payments less approved settlements");
+        !s.is_ok()) {
+      return s;
+    }
   }
   auto deployers = settlement_->deployer_owed();
   if (!deployers.is_ok()) return deployers.status();

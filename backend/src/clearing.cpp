@@ -89,11 +89,13 @@ Status Clearing::reconcile_with_ledger() const {
   std::map<std::string, std::int64_t> cleared;
   for (const OperatorTotal& t : *totals) cleared[t.operator_id] = t.amount_fen;
   {
-    // Approved settlements moved their gross out of the payable (settlement.h).
+    // POS refunds moved money out of the payable when they were made, and approved
+    // settlements their gross less the refunds they deducted (settlement.h, pos_refund.h).
     auto q = store_.query(
-        "SELECT party_id, sum(gross_fen) FROM settlement_lines WHERE party_kind = 0 AND "
-        "batch_id IN (SELECT id FROM settlement_batches WHERE state IN (1, 2, 3)) "
-        "GROUP BY party_id");
+        "SELECT party_id, sum(gross_fen - refund_fen) FROM settlement_lines WHERE party_kind = 0 "
+        "AND batch_id IN (SELECT id FROM settlement_batches WHERE state IN (1, 2, 3)) "
+        "GROUP BY party_id UNION ALL "
+        "SELECT merchant_id, sum(amount_fen) FROM pos_refunds GROUP BY merchant_id");
     for (;;) {
       auto row = q.step();
       if (!row.is_ok()) return row.status();

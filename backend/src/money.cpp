@@ -6,6 +6,10 @@
 
 namespace citycard::backend {
 
+std::string account::qr_payable(std::string_view operator_id) {
+  return std::string(kQrPayablePrefix) + std::string(operator_id);
+}
+
 std::string account::deployer_payable(std::string_view deployer_id) {
   return std::string(kDeployerPayablePrefix) + std::string(deployer_id);
 }

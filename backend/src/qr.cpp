@@ -21,31 +21,113 @@ Envelope error_reply(std::uint64_t id, wire::Code code, std::string message) {
   return e;
 }
 
-constexpr const char* kSchema =
-    "CREATE TABLE IF NOT EXISTS qr_grants ("
-    "  key_id INTEGER PRIMARY KEY, card BLOB NOT NULL, phone_key BLOB NOT NULL,"
-    "  valid_from INTEGER NOT NULL, valid_to INTEGER NOT NULL, max_amount INTEGER NOT NULL,"
-    "  terminal BLOB NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS qr_payments ("
-    "  key_id INTEGER NOT NULL, seq INTEGER NOT NULL, card BLOB NOT NULL,"
-    "  amount_fen INTEGER NOT NULL, terminal BLOB NOT NULL, operator_id TEXT NOT NULL,"
-    "  scanned_s INTEGER NOT NULL, batch_no INTEGER NOT NULL, PRIMARY KEY (key_id, seq));";
-
 }  // namespace
 
 QrService::QrService(Store& store, Ledger& ledger, Cards& cards, Issuance& issuance,
-                     const Calendar& calendar, qr::EcKey issuer_key, QrOptions options)
+                     const Calendar& calendar, QrOptions options)
     : store_(store),
       ledger_(ledger),
       cards_(cards),
       issuance_(issuance),
       calendar_(calendar),
-      issuer_key_(std::move(issuer_key)),
-      issuer_point_(issuer_key_.public_point()),
-      options_(options) {}
+      options_(std::move(options)) {}
+
+QrService::~QrService() = default;
 
 Status QrService::open() {
-  return store_.exec(kSchema);
+  return load();
+}
+
+Status QrService::load() {
+  std::vector<IssuerKey> keys;
+  auto q = store_.query(
+      "SELECT key_no, key_pem, cert_pem, cert_serial, not_after_unix_s FROM qr_issuer_keys "
+      "ORDER BY key_no");
+  for (;;) {
+    auto row = q.step();
+    if (!row.is_ok()) return row.status();
+    if (!*row) break;
+    auto key = qr::EcKey::from_private_pem(q.column_text(1));
+    if (!key.is_ok()) {
+      return Status(Errc::kInternal, "QR issuer key " + std::to_string(q.column_int64(0)) +
+                                         " does not load: " + key.status().message());
+    }
+    const qr::PublicPoint point = key->public_point();
+    std::optional<qr::PublicKey> parsed = qr::PublicKey::from_point(point);
+    if (!parsed) return Status(Errc::kInternal, "QR issuer key's public point does not parse");
+    IssuerKey k{q.column_int64(0), std::move(key).value(), point,
+                std::move(parsed), q.column_text(2),       q.column_text(3),
+                q.column_int64(4)};
+    keys.push_back(std::move(k));
+  }
+  keys_ = std::move(keys);
+  return Status::ok();
+}
+
+const std::string& QrService::issuer_certificate_pem() const {
+  static const std::string kNone;
+  return keys_.empty() ? kNone : keys_.back().cert_pem;
+}
+
+Result<qr::PublicPoint> QrService::issuer_point() const {
+  if (keys_.empty()) return Status(Errc::kNotFound, "no QR issuer key: not certified yet");
+  return keys_.back().point;
+}
+
+Result<std::string> QrService::certify(CertificateAuthority& ca) {
+  if (!keys_.empty()) {
+    const IssuerKey& k = keys_.back();
+    auto cert = ca.certificate(k.cert_serial);
+    if (!cert.is_ok() && cert.status().code() != Errc::kNotFound) return cert.status();
+    const std::int64_t renew_at =
+        k.not_after_unix_s - std::int64_t{options_.renew_before_days} * 86'400;
+    if (cert.is_ok() && !cert->revoked && ca.now_unix_s() < renew_at) return k.cert_pem;
+  }
+  auto pair = generate_key_pair();
+  if (!pair.is_ok()) return pair.status();
+  // Servers' certificates bind a CURVE key; the QR issuer never connects, so its CURVE secret
+  // is not kept.
+  auto curve = sim::generate_curve_key_pair();
+  if (!curve.is_ok()) return curve.status();
+  auto txn = store_.begin();
+  if (!txn.is_ok()) return txn.status();
+  auto cert = ca.enrol(
+      {CertRole::kServer, options_.subject_id, pair->public_pem, curve->public_key, std::nullopt});
+  if (!cert.is_ok()) return cert.status();
+  if (Status s = store_
+                     .query("INSERT INTO qr_issuer_keys(key_pem, cert_pem, cert_serial, "
+                            "not_after_unix_s, created_at_us) VALUES (?1, ?2, ?3, ?4, ?5)")
+                     .bind(1, pair->private_pem)
+                     .bind(2, cert->pem)
+                     .bind(3, cert->serial_hex)
+                     .bind(4, cert->not_after_unix_s)
+                     .bind(5, calendar_.now_us())
+                     .run();
+      !s.is_ok()) {
+    return s;
+  }
+  if (Status s = txn->commit(); !s.is_ok()) return s;
+  if (Status s = load(); !s.is_ok()) return s;
+  return cert->pem;
+}
+
+bool QrService::verify_grant(ByteView grant, ByteView signature) const {
+  for (auto it = keys_.rbegin(); it != keys_.rend(); ++it) {
+    if (it->parsed->verify(grant, signature)) return true;
+  }
+  return false;
+}
+
+Result<std::int64_t> QrService::payable_fen(const std::string& operator_id) const {
+  auto q = store_.query(
+      "SELECT (SELECT coalesce(sum(amount_fen), 0) FROM qr_payments WHERE operator_id = ?1) - "
+      "(SELECT coalesce(sum(qr_fen), 0) FROM settlement_lines WHERE party_kind = 0 AND "
+      "party_id = ?1 AND batch_id IN (SELECT id FROM settlement_batches WHERE state IN (1, 2, "
+      "3)))");
+  q.bind(1, operator_id);
+  auto row = q.step();
+  if (!row.is_ok()) return row.status();
+  return q.column_int64(0);
 }
 
 Envelope QrService::issue_key(const Envelope& request) {
@@ -62,6 +144,10 @@ Envelope QrService::issue_key(const Envelope& request) {
   }
   if (auto t = issuance_.terminal(terminal); !t.is_ok()) {
     return error_reply(id, wire::UNKNOWN_TERMINAL, t.status().message());
+  }
+  if (keys_.empty()) {
+    return error_reply(id, wire::UNSUPPORTED,
+                       "no QR issuer key: the backend's QR issuer is not certified by the city CA");
   }
   auto info = cards_.info(serial);
   if (!info.is_ok()) return error_reply(id, wire::UNKNOWN_CARD, info.status().message());
@@ -80,7 +166,7 @@ Envelope QrService::issue_key(const Envelope& request) {
   g.valid_to_s = g.valid_from_s + std::min(m.validity_s(), options_.max_validity_s);
   g.max_amount_fen = std::min(m.max_amount_fen(), options_.max_amount_fen);
   const Bytes encoded = g.encode();
-  auto sig = issuer_key_.sign(encoded);
+  auto sig = keys_.back().key.sign(encoded);
   if (!sig.is_ok()) return error_reply(id, wire::INTERNAL, sig.status().message());
   auto insert = store_.query(
       "INSERT INTO qr_grants (key_id, card, phone_key, valid_from, valid_to, max_amount, "
@@ -119,7 +205,7 @@ Envelope QrService::upload(const Envelope& request) {
                        "declared total " + std::to_string(m.total_amount_fen()) +
                            " fen, payments sum to " + std::to_string(total));
   }
-  const std::string payable = "qr_payable:" + reg->operator_id;
+  const std::string payable = account::qr_payable(reg->operator_id);
   auto tx = store_.begin();
   if (!tx.is_ok()) return error_reply(id, wire::INTERNAL, tx.status().message());
   if (Status s = ledger_.open_account(payable); !s) {
@@ -149,7 +235,7 @@ Envelope QrService::upload(const Envelope& request) {
       continue;
     }
     const qr::Grant& g = payload->grant;
-    if (!qr::verify(issuer_point_, g.encode(), payload->grant_signature)) {
+    if (!verify_grant(g.encode(), payload->grant_signature)) {
       problem(wire::BAD_SIGNATURE, "grant not signed by our QR issuer key");
       continue;
     }
@@ -195,7 +281,7 @@ Envelope QrService::upload(const Envelope& request) {
     }
     auto insert = store_.query(
         "INSERT INTO qr_payments (key_id, seq, card, amount_fen, terminal, operator_id, "
-        "scanned_s, batch_no) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+        "scanned_s, batch_no, settlement_date) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
     insert.bind(1, g.key_id)
         .bind(2, payload->seq)
         .bind_blob(3, g.card)
@@ -203,7 +289,8 @@ Envelope QrService::upload(const Envelope& request) {
         .bind_blob(5, terminal)
         .bind(6, reg->operator_id)
         .bind(7, p.scanned_s())
-        .bind(8, static_cast<std::int64_t>(m.batch_no()));
+        .bind(8, static_cast<std::int64_t>(m.batch_no()))
+        .bind(9, std::int64_t{calendar_.today_yyyymmdd()});
     if (Status s = insert.run(); !s) return error_reply(id, wire::INTERNAL, s.message());
     ack->set_accepted(ack->accepted() + 1);
   }

@@ -563,8 +563,59 @@ CREATE TABLE counter_gaps(
 CREATE INDEX counter_gaps_by_deadline ON counter_gaps(deadline_us);
 )sql";
 
-constexpr Migration kMigrations[] = {
-    {1, kV1}, {2, kV2Money}, {3, kV3Pki}, {4, kV4SwipesNoForeignKeys}, {5, kV5CounterGaps}};
+// Version 6: QR payment (qr.h) and POS refunds (pos_refund.h) in settlement. The QR tables
+// were created by QrService::open() before (IF NOT EXISTS keeps such a database); QR payments
+// get their settlement day; the QR issuer's keys and certificates are kept; refunds are
+// deducted from a merchant's settlement line (line_id, like points_moves).
+constexpr const char* kV6QrAndRefunds = R"sql(
+CREATE TABLE IF NOT EXISTS qr_grants (
+  key_id INTEGER PRIMARY KEY, card BLOB NOT NULL, phone_key BLOB NOT NULL,
+  valid_from INTEGER NOT NULL, valid_to INTEGER NOT NULL, max_amount INTEGER NOT NULL,
+  terminal BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS qr_payments (
+  key_id INTEGER NOT NULL, seq INTEGER NOT NULL, card BLOB NOT NULL,
+  amount_fen INTEGER NOT NULL, terminal BLOB NOT NULL, operator_id TEXT NOT NULL,
+  scanned_s INTEGER NOT NULL, batch_no INTEGER NOT NULL, PRIMARY KEY (key_id, seq));
+ALTER TABLE qr_payments ADD COLUMN settlement_date INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX qr_payments_by_day ON qr_payments(settlement_date, operator_id);
+CREATE TABLE qr_issuer_keys(
+  key_no INTEGER PRIMARY KEY,
+  key_pem TEXT NOT NULL,
+  cert_pem TEXT NOT NULL,
+  cert_serial TEXT NOT NULL,
+  not_after_unix_s INTEGER NOT NULL,
+  created_at_us INTEGER NOT NULL
+);
+CREATE TABLE pos_refunds(
+  refund_id TEXT PRIMARY KEY,
+  kind INTEGER NOT NULL,
+  terminal_id BLOB NOT NULL,
+  merchant_id TEXT NOT NULL,
+  card_serial BLOB NOT NULL,
+  card_counter INTEGER NOT NULL,
+  swipe_id INTEGER NOT NULL,
+  amount_fen INTEGER NOT NULL CHECK (amount_fen > 0),
+  holder_id INTEGER NOT NULL,
+  manager TEXT NOT NULL,
+  posting_id INTEGER NOT NULL,
+  settlement_date INTEGER NOT NULL,
+  created_at_us INTEGER NOT NULL,
+  line_id INTEGER
+);
+CREATE INDEX pos_refunds_by_swipe ON pos_refunds(swipe_id);
+CREATE INDEX pos_refunds_by_merchant ON pos_refunds(merchant_id, line_id);
+ALTER TABLE settlement_lines ADD COLUMN qr_count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE settlement_lines ADD COLUMN qr_fen INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE settlement_lines ADD COLUMN refund_count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE settlement_lines ADD COLUMN refund_fen INTEGER NOT NULL DEFAULT 0;
+)sql";
+
+constexpr Migration kMigrations[] = {{1, kV1},
+                                     {2, kV2Money},
+                                     {3, kV3Pki},
+                                     {4, kV4SwipesNoForeignKeys},
+                                     {5, kV5CounterGaps},
+                                     {6, kV6QrAndRefunds}};
 
 }  // namespace
 

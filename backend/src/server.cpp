@@ -201,6 +201,8 @@ Result<std::unique_ptr<Server>> Server::open(Backend& backend, zmq::context_t& c
       CertificateAuthority::open(backend.store(), backend.calendar(), o.pki, root_key_pem_out);
   if (!ca.is_ok()) return ca.status();
   server->ca_ = std::move(ca).value();
+  // The QR issuer's key and certificate (qr.h): made the first time, renewed when due.
+  if (auto qr = backend.certify_qr(*server->ca_); !qr.is_ok()) return qr.status();
   server->handler_ = std::make_unique<Handler>(backend);
 
   sim::ZmqServerOptions zo;
@@ -274,6 +276,10 @@ Status Server::export_pki(const std::string& dir) const {
   if (!identity_.certificate.pem.empty()) {
     files.emplace_back("server.pem", identity_.certificate.pem);
     files.emplace_back("server.curve", sim::z85_encode(identity_.curve_keys.public_key) + "\n");
+  }
+  // The QR issuer's certificate, for validators to check QR codes offline (qr.h).
+  if (!backend_.qr().issuer_certificate_pem().empty()) {
+    files.emplace_back("qr-issuer.pem", backend_.qr().issuer_certificate_pem());
   }
   for (const auto& [name, text] : files) {
     if (Status s = write_atomically(d / name, text); !s.is_ok()) return s;

@@ -438,6 +438,12 @@ TEST_F(ServerTest, ExportsWhatTerminalsNeedAndOpensslAcceptsTheServerCertificate
   std::string z85;
   key >> z85;
   EXPECT_EQ(sim::z85_decode(z85), server_->identity().curve_keys.public_key);
+  // The server certified the backend's QR issuer when it opened the CA; validators get it.
+  const std::string qr_cmd = "openssl verify -attime " +
+                             std::to_string(server_->ca().now_unix_s()) + " -CAfile " + p +
+                             "/root.pem -untrusted " + p + "/city-ca.pem -crl_check -CRLfile " + p +
+                             "/city.crl.pem " + p + "/qr-issuer.pem > /dev/null 2>&1";
+  EXPECT_EQ(WEXITSTATUS(std::system(qr_cmd.c_str())), 0) << qr_cmd;
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include "citycard/backend/desk_service.h"
 #include "citycard/backend/money_service.h"
+#include "citycard/backend/pos_refund.h"
 #include "citycard/backend/qr.h"
 #include "citycard/backend/sign_on.h"
 
@@ -85,6 +86,9 @@ Envelope Service::dispatch(const Envelope& request) {
       break;
     case Envelope::kDeskRequest:
       if (desk_ != nullptr) return desk_->handle(request);
+      break;
+    case Envelope::kPosRefund:
+      if (pos_refund_ != nullptr) return pos_refund_->refund(request);
       break;
     default:
       if (money_ != nullptr && money_->handles(request.body_case())) {

@@ -21,7 +21,7 @@ constexpr const char* kLineColumns =
     "SELECT id, batch_id, party_kind, party_id, period_from, period_to, txn_count, gross_fen, "
     "fee_fen, deployer_id, deployer_share_fen, recharge_count, recharge_fen, commission_fen, "
     "points_redeemed_fen, points_cost_fen, net_fen, bank_name, bank_account, account_name, "
-    "payout, payout_ref FROM settlement_lines ";
+    "payout, payout_ref, qr_count, qr_fen, refund_count, refund_fen FROM settlement_lines ";
 
 SettlementLine line_from_row(const Query& q) {
   SettlementLine l;
@@ -47,6 +47,10 @@ SettlementLine line_from_row(const Query& q) {
   l.account_name = q.column_text(19);
   l.payout = static_cast<PayoutState>(q.column_int64(20));
   l.payout_ref = q.column_text(21);
+  l.qr_count = q.column_int64(22);
+  l.qr_fen = q.column_int64(23);
+  l.refund_count = q.column_int64(24);
+  l.refund_fen = q.column_int64(25);
   return l;
 }
 
@@ -85,6 +89,10 @@ constexpr const char* kRechargeDays =
     "SELECT merchant_id, done_date, count(*), sum(amount_fen) FROM recharge_orders "
     "WHERE channel = 1 AND state = 3 AND done_date BETWEEN ?1 AND ?2 "
     "GROUP BY merchant_id, done_date";
+// QR payments (qr.h) are the operator's takings like its card swipes, in qr_payable.
+constexpr const char* kQrDays =
+    "SELECT operator_id, settlement_date, count(*), sum(amount_fen) FROM qr_payments "
+    "WHERE settlement_date BETWEEN ?1 AND ?2 GROUP BY operator_id, settlement_date";
 
 std::pair<std::int64_t, std::int64_t> sum_period(const DayTotals& t, const std::string& who,
                                                  int from, int to) {
@@ -157,8 +165,9 @@ Status Settlement::insert_line(std::int64_t batch_id, SettlementLine& l) {
                             "period_from, period_to, txn_count, gross_fen, fee_fen, deployer_id, "
                             "deployer_share_fen, recharge_count, recharge_fen, commission_fen, "
                             "points_redeemed_fen, points_cost_fen, net_fen, bank_name, "
-                            "bank_account, account_name, payout) VALUES (?1, ?2, ?3, ?4, ?5, ?6, "
-                            "?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, 0)")
+                            "bank_account, account_name, payout, qr_count, qr_fen) VALUES (?1, ?2, "
+                            "?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, "
+                            "?18, ?19, 0, ?20, ?21)")
                      .bind(1, batch_id)
                      .bind(2, static_cast<std::int64_t>(l.party_kind))
                      .bind(3, l.party_id)
@@ -178,6 +187,8 @@ Status Settlement::insert_line(std::int64_t batch_id, SettlementLine& l) {
                      .bind(17, l.bank_name)
                      .bind(18, l.bank_account)
                      .bind(19, l.account_name)
+                     .bind(20, l.qr_count)
+                     .bind(21, l.qr_fen)
                      .run();
       !s.is_ok()) {
     return s;
@@ -231,6 +242,8 @@ Result<SettlementBatch> Settlement::prepare(const Session& by) {
     if (!swipes.is_ok()) return swipes.status();
     auto recharges = day_totals(store_, kRechargeDays, earliest, today);
     if (!recharges.is_ok()) return recharges.status();
+    auto qr_days = day_totals(store_, kQrDays, earliest, today);
+    if (!qr_days.is_ok()) return qr_days.status();
 
     std::size_t lines = 0;
     bool more = false;
@@ -251,7 +264,8 @@ Result<SettlementBatch> Settlement::prepare(const Session& by) {
         l.period_to = to;
         std::tie(l.txn_count, l.gross_fen) = sum_period(*swipes, merchant_id, from, to);
         std::tie(l.recharge_count, l.recharge_fen) = sum_period(*recharges, merchant_id, from, to);
-        l.fee_fen = rate_of(l.gross_fen, m->txn_fee_bp);
+        std::tie(l.qr_count, l.qr_fen) = sum_period(*qr_days, merchant_id, from, to);
+        l.fee_fen = rate_of(l.gross_fen + l.qr_fen, m->txn_fee_bp);
         l.deployer_id = m->deployer_id;
         l.deployer_share_fen = rate_of(l.fee_fen, m->deployer_share_bp);
         l.commission_fen = rate_of(l.recharge_fen, m->recharge_fee_bp);
@@ -280,7 +294,36 @@ Result<SettlementBatch> Settlement::prepare(const Session& by) {
             }
           }
         }
-        std::int64_t room = l.gross_fen - l.fee_fen + l.commission_fen + l.points_redeemed_fen;
+        std::int64_t room =
+            l.gross_fen + l.qr_fen - l.fee_fen + l.commission_fen + l.points_redeemed_fen;
+        // POS refunds (pos_refund.h) made up to the period's end, oldest first, while the
+        // payout covers them (the rest waits for a later period, as post-paid points do).
+        {
+          std::vector<std::pair<std::int64_t, std::int64_t>> refunds;  // rowid, fen
+          auto q = store_.query(
+              "SELECT rowid, amount_fen FROM pos_refunds WHERE merchant_id = ?1 AND line_id IS "
+              "NULL AND settlement_date <= ?2 ORDER BY rowid");
+          q.bind(1, merchant_id).bind(2, std::int64_t{to});
+          for (;;) {
+            auto row = q.step();
+            if (!row.is_ok()) return row.status();
+            if (!*row) break;
+            refunds.emplace_back(q.column_int64(0), q.column_int64(1));
+          }
+          for (const auto& [rowid, fen] : refunds) {
+            if (fen > room) break;  // oldest first: a later one does not jump the queue
+            room -= fen;
+            ++l.refund_count;
+            l.refund_fen += fen;
+            if (Status s = store_.query("UPDATE pos_refunds SET line_id = ?2 WHERE rowid = ?1")
+                               .bind(1, rowid)
+                               .bind(2, l.id)
+                               .run();
+                !s.is_ok()) {
+              return s;
+            }
+          }
+        }
         for (const auto& [move_id, fen] : moves) {
           if (fen < 0) {
             if (-fen > room) continue;  // waits for a later period
@@ -298,11 +341,14 @@ Result<SettlementBatch> Settlement::prepare(const Session& by) {
         l.net_fen = room;
         if (Status s = store_
                            .query("UPDATE settlement_lines SET points_redeemed_fen = ?2, "
-                                  "points_cost_fen = ?3, net_fen = ?4 WHERE id = ?1")
+                                  "points_cost_fen = ?3, net_fen = ?4, refund_count = ?5, "
+                                  "refund_fen = ?6 WHERE id = ?1")
                            .bind(1, l.id)
                            .bind(2, l.points_redeemed_fen)
                            .bind(3, l.points_cost_fen)
                            .bind(4, l.net_fen)
+                           .bind(5, l.refund_count)
+                           .bind(6, l.refund_fen)
                            .run();
             !s.is_ok()) {
           return s;
@@ -436,7 +482,9 @@ Status Settlement::post_line(const SettlementLine& l) {
     if (fen != 0) p.entries.push_back({std::move(account), fen});
   };
   if (l.party_kind == PartyKind::kMerchant) {
-    add(account::payable(l.party_id), l.gross_fen);
+    // Refunds were debited to the payable when they were made (pos_refund.h).
+    add(account::payable(l.party_id), l.gross_fen - l.refund_fen);
+    add(account::qr_payable(l.party_id), l.qr_fen);
     add(std::string(account::kCommissionExpense), l.commission_fen);
     add(std::string(account::kPointsRedeemedDue), l.points_redeemed_fen);
     add(std::string(account::kFeeIncome), -(l.fee_fen - l.deployer_share_fen));
@@ -480,12 +528,16 @@ Status Settlement::approve(const Session& by, std::int64_t batch_id) {
     if (!swipes.is_ok()) return swipes.status();
     auto recharges = day_totals(store_, kRechargeDays, from, to);
     if (!recharges.is_ok()) return recharges.status();
+    auto qr_days = day_totals(store_, kQrDays, from, to);
+    if (!qr_days.is_ok()) return qr_days.status();
     std::map<std::string, int> last_day;
     for (const SettlementLine& l : b->lines) {
       if (l.party_kind != PartyKind::kMerchant) continue;
       const auto now_swipes = sum_period(*swipes, l.party_id, l.period_from, l.period_to);
       const auto now_recharges = sum_period(*recharges, l.party_id, l.period_from, l.period_to);
+      const auto now_qr = sum_period(*qr_days, l.party_id, l.period_from, l.period_to);
       if (now_swipes != std::make_pair(l.txn_count, l.gross_fen) ||
+          now_qr != std::make_pair(l.qr_count, l.qr_fen) ||
           now_recharges != std::make_pair(l.recharge_count, l.recharge_fen)) {
         return Status(Errc::kRejected, "figures of " + l.party_id + " for " +
                                            std::to_string(l.period_from) + ".." +
@@ -552,13 +604,11 @@ Status Settlement::cancel(const Session& by, std::int64_t batch_id) {
                                          batch_state_name(b->state) +
                                          "; only a draft is cancelled");
     }
-    if (Status s = store_
-                       .query("UPDATE points_moves SET line_id = NULL WHERE line_id IN "
-                              "(SELECT id FROM settlement_lines WHERE batch_id = ?1)")
-                       .bind(1, batch_id)
-                       .run();
-        !s.is_ok()) {
-      return s;
+    for (const char* sql : {"UPDATE points_moves SET line_id = NULL WHERE line_id IN "
+                            "(SELECT id FROM settlement_lines WHERE batch_id = ?1)",
+                            "UPDATE pos_refunds SET line_id = NULL WHERE line_id IN "
+                            "(SELECT id FROM settlement_lines WHERE batch_id = ?1)"}) {
+      if (Status s = store_.query(sql).bind(1, batch_id).run(); !s.is_ok()) return s;
     }
     return store_.query("UPDATE settlement_batches SET state = 4 WHERE id = ?1")
         .bind(1, batch_id)

@@ -102,6 +102,7 @@ Status status_of_error(const wire::ErrorReply& error) {
     case wire::TERMINAL_MISMATCH:
     case wire::FORBIDDEN:
     case wire::UNAUTHENTICATED:
+    case wire::REFUND_NOT_AUTHORISED:
       return Status(Errc::kPermissionDenied, text);
     case wire::BUSY:
       return Status(Errc::kUnavailable, text);

@@ -1,9 +1,12 @@
 #include "citycard/devices/pos_terminal.h"
 
 #include <algorithm>
+#include <memory>
+#include <optional>
 #include <utility>
 
 #include "citycard/devices/fare_policy.h"
+#include "citycard/devices/host_session.h"
 #include "citycard/protocol/apdu.h"
 
 namespace citycard::devices {
@@ -13,7 +16,10 @@ using protocol::Response;
 
 MerchantPos::MerchantPos(PosConfig config, Psam& psam, const sim::Clock& clock,
                          sim::Channel& channel, LogStorage& storage)
-    : config_(std::move(config)), core_(config_.core, psam, clock, channel, storage) {
+    : config_(std::move(config)),
+      core_(config_.core, psam, clock, channel, storage),
+      psam_(psam),
+      channel_(channel) {
   template_.set_route("pos");
   template_.set_vehicle(config_.merchant_id);
 }
@@ -112,30 +118,111 @@ const JournalEntry* MerchantPos::find(std::uint64_t no) const {
   return const_cast<MerchantPos*>(this)->find(no);
 }
 
+Status MerchantPos::upload_sales() {
+  if (!config_.pump) {
+    return Status(Errc::kInvalidArgument, "void and refund need the backend: PosConfig::pump");
+  }
+  const DurableUploadQueue& q = core_.queue();
+  int attempts = 0;
+  for (std::size_t i = 0; q.size() > 0 || q.in_flight(); ++i) {
+    if (i >= config_.pump_rounds_max) return Status(Errc::kTimeout, "sales upload: no answer");
+    if (!q.in_flight()) {
+      if (attempts >= config_.upload_attempts_max) {
+        return Status(Errc::kUnavailable, "the sales are not at the backend yet (link down?); " +
+                                              std::to_string(q.size()) + " records queued");
+      }
+      ++attempts;
+      core_.upload();
+    }
+    config_.pump();
+  }
+  return Status::ok();
+}
+
+Result<citycard::wire::Envelope> MerchantPos::call(citycard::wire::Envelope request) {
+  const std::uint64_t id = next_request_id_++;
+  request.set_request_id(id);
+  // Shared with the callback: a late answer after a timeout here writes into its own slot.
+  auto answer = std::make_shared<std::optional<Result<Bytes>>>();
+  channel_.request(protocol::wire::encode(request),
+                   [answer](Result<Bytes> reply) { *answer = std::move(reply); });
+  for (std::size_t i = 0; !answer->has_value(); ++i) {
+    if (i >= config_.pump_rounds_max) {
+      return Status(Errc::kTimeout, "no answer after " + std::to_string(i) + " pump rounds");
+    }
+    config_.pump();
+  }
+  Result<Bytes>& reply = **answer;
+  if (!reply) return reply.status();
+  Result<citycard::wire::Envelope> e = protocol::wire::decode(*reply);
+  if (!e) return e.status();
+  if (e->request_id() != id && !e->has_error()) {
+    return Status(Errc::kMalformed, "answer to request " + std::to_string(e->request_id()) +
+                                        ", expected " + std::to_string(id));
+  }
+  return e;
+}
+
+Status MerchantPos::send_refund(JournalEntry& sale, bool is_void, std::uint32_t amount_fen,
+                                const std::string& password) {
+  if (Status s = upload_sales(); !s.is_ok()) return s;
+  citycard::wire::Envelope e;
+  auto* m = e.mutable_pos_refund();
+  m->set_terminal_id(protocol::wire::field(psam_.terminal_id()));
+  protocol::Serial8 serial{};
+  (void)protocol::wire::to_serial(sale.record.card_serial(), serial);
+  // The sale's identity and the refund's ordinal: the same request again has the same id.
+  m->set_refund_id(to_hex(serial) + "-" + std::to_string(sale.record.card_counter()) +
+                   (is_void ? "-V" : "-R") + std::to_string(sale.refunds_done + 1));
+  m->set_kind(is_void ? citycard::wire::POS_VOID : citycard::wire::POS_REFUND);
+  m->set_card_serial(sale.record.card_serial());
+  m->set_card_counter(sale.record.card_counter());
+  m->set_amount_fen(amount_fen);
+  m->set_manager(config_.manager);
+  m->set_manager_password(password);
+  m->set_reason(is_void ? "void" : "refund");
+  const std::uint64_t sale_no = sale.no;
+  auto reply = call(std::move(e));
+  if (!reply) return reply.status();
+  if (reply->has_error()) {
+    last_refund_code_ = reply->error().code();
+    return status_of_error(reply->error());
+  }
+  if (!reply->has_pos_refund_reply() || reply->pos_refund_reply().amount_fen() != amount_fen) {
+    return Status(Errc::kMalformed, "the backend's answer is not this refund's");
+  }
+  // The journal may have moved while we waited (it is ours alone; the sale is still there).
+  JournalEntry* p = find(sale_no);
+  if (p == nullptr) return Status(Errc::kInternal, "the sale left the journal");
+  ++p->refunds_done;
+  JournalEntry r;
+  r.refers_to = sale_no;
+  r.amount_fen = amount_fen;
+  if (is_void) {
+    p->voided = true;
+    r.kind = JournalEntry::Kind::kVoid;
+  } else {
+    p->refunded_fen += amount_fen;
+    r.kind = JournalEntry::Kind::kRefund;
+  }
+  add(std::move(r));
+  return Status::ok();
+}
+
 Status MerchantPos::void_sale(std::uint64_t journal_no, const std::string& password) {
-  if (password != config_.manager_password) return Status(Errc::kRejected, "wrong password");
+  last_refund_code_ = citycard::wire::OK;
   JournalEntry* p = find(journal_no);
   if (!p || p->kind != JournalEntry::Kind::kPurchase) {
     return Status(Errc::kRejected, "no such purchase in the journal");
   }
   if (p->voided || p->refunded_fen > 0) return Status(Errc::kRejected, "already voided/refunded");
   if (p->settlement_batch != batch_) return Status(Errc::kRejected, "settled: refund instead");
-  p->voided = true;
-  protocol::Serial8 serial{};
-  (void)protocol::wire::to_serial(p->record.card_serial(), serial);
-  const std::uint32_t amount = p->amount_fen;
-  refunds_.push_back(RefundRequest{journal_no, serial, amount, "void"});
-  JournalEntry v;
-  v.kind = JournalEntry::Kind::kVoid;
-  v.amount_fen = amount;
-  v.refers_to = journal_no;
-  add(std::move(v));
-  return Status::ok();
+  return send_refund(*p, /*is_void=*/true, p->amount_fen, password);
 }
 
 Status MerchantPos::refund(std::uint64_t journal_no, std::uint32_t amount_fen,
                            const std::string& password) {
-  if (password != config_.manager_password) return Status(Errc::kRejected, "wrong password");
+  last_refund_code_ = citycard::wire::OK;
   JournalEntry* p = find(journal_no);
   if (!p || p->kind != JournalEntry::Kind::kPurchase) {
     return Status(Errc::kRejected, "no such purchase in the journal");
@@ -144,16 +231,7 @@ Status MerchantPos::refund(std::uint64_t journal_no, std::uint32_t amount_fen,
   if (amount_fen == 0 || amount_fen > p->amount_fen - p->refunded_fen) {
     return Status(Errc::kRejected, "refund more than what is left of the purchase");
   }
-  p->refunded_fen += amount_fen;
-  protocol::Serial8 serial{};
-  (void)protocol::wire::to_serial(p->record.card_serial(), serial);
-  refunds_.push_back(RefundRequest{journal_no, serial, amount_fen, "refund"});
-  JournalEntry r;
-  r.kind = JournalEntry::Kind::kRefund;
-  r.amount_fen = amount_fen;
-  r.refers_to = journal_no;
-  add(std::move(r));
-  return Status::ok();
+  return send_refund(*p, /*is_void=*/false, amount_fen, password);
 }
 
 std::string receipt_text(const JournalEntry& e, const std::string& merchant_id) {

@@ -13,8 +13,10 @@ using testing::card_image;
 using testing::ScriptedChannel;
 using Outcome = ScriptedChannel::Outcome;
 
-PosConfig config() {
+PosConfig config(sim::EventLoop* loop = nullptr) {
   PosConfig c;
+  c.manager = "boss";
+  if (loop != nullptr) c.pump = [loop] { loop->run_until(loop->now_us() + 1'000); };
   c.core.device_id = "POS-1";
   c.core.operator_id = "MALL-9";
   c.core.calendar_origin_epoch2000_s =
@@ -30,7 +32,7 @@ struct Shop {
       : psam(testing::psam_image()),
         channel(loop),
         storage(disk),
-        pos(config(), psam, loop, channel, storage) {}
+        pos(config(&loop), psam, loop, channel, storage) {}
   SaleResult buy(CpuCard& card, std::uint32_t price, const std::string& pin = "123456") {
     card.reset();
     DirectLink link(card);
@@ -93,14 +95,30 @@ TEST(MerchantPos, VoidRefundReprintAndSettlementTotals) {
   ASSERT_TRUE(s.buy(card, 1000).ok());  // no 1: 950
   s.loop.run_until(20'000'000);         // past the double-tap window
   ASSERT_TRUE(s.buy(card, 2000).ok());  // no 2: 1900
-  EXPECT_EQ(s.pos.void_sale(1, "0000").code(), Errc::kRejected);
+  // The backend refuses a wrong manager password: nothing is journalled.
+  EXPECT_EQ(s.pos.void_sale(1, "0000").code(), Errc::kPermissionDenied);
+  EXPECT_EQ(s.pos.last_refund_code(), citycard::wire::REFUND_NOT_AUTHORISED);
+  EXPECT_EQ(s.pos.journal().size(), 2u);
+  // The sales went up before the first request (the backend refunds only what it has).
+  ASSERT_EQ(s.channel.clearing.batches.size(), 1u);
+  EXPECT_EQ(s.channel.clearing.batches[0].record_count(), 2u);
   ASSERT_TRUE(s.pos.void_sale(1, "8888").is_ok());                   // no 3
-  EXPECT_EQ(s.pos.void_sale(1, "8888").code(), Errc::kRejected);     // once only
+  EXPECT_EQ(s.pos.void_sale(1, "8888").code(), Errc::kRejected);     // once only (locally)
   EXPECT_EQ(s.pos.refund(2, 2000, "8888").code(), Errc::kRejected);  // more than paid
   ASSERT_TRUE(s.pos.refund(2, 400, "8888").is_ok());                 // no 4
-  ASSERT_EQ(s.pos.refund_requests().size(), 2u);
-  EXPECT_EQ(s.pos.refund_requests()[0].amount_fen, 950u);
-  EXPECT_EQ(s.pos.refund_requests()[1].card_serial, testing::serial_of(1));
+  const auto& sent = s.channel.clearing.refunds;
+  ASSERT_EQ(sent.size(), 3u) << "local refusals never reach the backend";
+  EXPECT_EQ(sent[1].kind(), citycard::wire::POS_VOID);
+  EXPECT_EQ(sent[1].amount_fen(), 950);
+  EXPECT_EQ(sent[1].manager(), "boss");
+  EXPECT_EQ(sent[1].terminal_id(), protocol::wire::field(s.psam.terminal_id()));
+  EXPECT_EQ(sent[1].card_serial(), protocol::wire::field(testing::serial_of(1)));
+  EXPECT_EQ(sent[1].card_counter(), s.pos.journal()[0].record.card_counter());
+  EXPECT_EQ(sent[2].kind(), citycard::wire::POS_REFUND);
+  EXPECT_EQ(sent[2].amount_fen(), 400);
+  EXPECT_EQ(sent[2].refund_id(), to_hex(testing::serial_of(1)) + "-" +
+                                     std::to_string(s.pos.journal()[1].record.card_counter()) +
+                                     "-R1");
 
   const std::optional<std::string> receipt = s.pos.reprint(2);
   ASSERT_TRUE(receipt);
@@ -123,6 +141,38 @@ TEST(MerchantPos, VoidRefundReprintAndSettlementTotals) {
   // A settled sale cannot be voided any more, only refunded.
   EXPECT_EQ(s.pos.void_sale(2, "8888").code(), Errc::kRejected);
   EXPECT_EQ(s.pos.current_totals().purchases, 0u);
+}
+
+// A refund whose answer was lost: nothing is journalled, and the same refund again carries the
+// same id, so the backend pays it once (its answer says duplicate) and the POS journals it once.
+TEST(MerchantPos, ARefundWhoseAnswerWasLostIsAskedAgainUnderTheSameId) {
+  Shop s;
+  CpuCard card(card_image(1, 100'000), sim::Rng(1));
+  ASSERT_TRUE(s.buy(card, 1000).ok());  // no 1: 950
+  s.pos.core().upload();
+  s.loop.run();
+  ASSERT_EQ(s.channel.clearing.batches.size(), 1u);
+  s.channel.script = {Outcome::kTimeout};
+  EXPECT_EQ(s.pos.refund(1, 300, "8888").code(), Errc::kTimeout);
+  EXPECT_EQ(s.pos.journal().size(), 1u);
+  EXPECT_EQ(s.pos.current_totals().refunds, 0u);
+  ASSERT_TRUE(s.pos.refund(1, 300, "8888").is_ok());
+  const auto& sent = s.channel.clearing.refunds;
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_EQ(sent[0].refund_id(), sent[1].refund_id());
+  EXPECT_EQ(s.pos.current_totals().refunds, 1u);
+  EXPECT_EQ(s.pos.current_totals().refund_fen, 300);
+  // The next refund of the same sale is another request.
+  ASSERT_TRUE(s.pos.refund(1, 100, "8888").is_ok());
+  ASSERT_EQ(sent.size(), 3u);
+  EXPECT_NE(sent[2].refund_id(), sent[1].refund_id());
+  EXPECT_EQ(s.pos.journal()[0].refunded_fen, 400u);
+  // The link down with sales still queued: the refund is not sent.
+  s.loop.run_until(s.loop.now_us() + 60'000'000);
+  ASSERT_TRUE(s.buy(card, 500).ok());
+  s.channel.script = {Outcome::kLinkDown, Outcome::kLinkDown, Outcome::kLinkDown};
+  EXPECT_EQ(s.pos.refund(1, 100, "8888").code(), Errc::kUnavailable);
+  EXPECT_EQ(sent.size(), 3u);
 }
 
 TEST(MerchantPos, LostAnswerThenSameCardAgainChargesExactlyOnce) {
@@ -181,7 +231,7 @@ struct Shop2 {
       : psam(testing::psam_image()),
         channel(loop),
         storage(disk),
-        pos(config(), psam, loop, channel, storage) {}
+        pos(config(&loop), psam, loop, channel, storage) {}
   template <class F>
   auto with(CpuCard& card, F f) {
     card.reset();

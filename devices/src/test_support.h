@@ -110,6 +110,23 @@ class FakeClearing final : public sim::RequestHandler {
   Bytes handle(ByteView request) override {
     Result<citycard::wire::Envelope> env = protocol::wire::decode(request);
     citycard::wire::Envelope reply;
+    if (env && env->has_pos_refund()) {
+      // Refunds (pos_refund.h) as the backend answers them, for the POS's side of the
+      // protocol; the backend's own rules are tested against the real backend (scenarios).
+      refunds.push_back(env->pos_refund());
+      reply.set_request_id(env->request_id());
+      const auto& m = env->pos_refund();
+      if (m.manager_password() != refund_password) {
+        reply.mutable_error()->set_code(citycard::wire::REFUND_NOT_AUTHORISED);
+        reply.mutable_error()->set_message("wrong manager password");
+      } else {
+        auto* r = reply.mutable_pos_refund_reply();
+        r->set_refund_id(m.refund_id());
+        r->set_amount_fen(m.amount_fen());
+        r->set_duplicate(!refund_ids.insert(m.refund_id()).second);
+      }
+      return protocol::wire::encode(reply);
+    }
     if (!env || !env->has_upload()) {
       reply.mutable_error()->set_code(citycard::wire::MALFORMED);
       return protocol::wire::encode(reply);
@@ -128,6 +145,9 @@ class FakeClearing final : public sim::RequestHandler {
   std::vector<citycard::wire::UploadBatch> batches;
   std::vector<Bytes> frames;
   std::set<std::uint64_t> seen;
+  std::vector<citycard::wire::PosRefundRequest> refunds;
+  std::set<std::string> refund_ids;
+  std::string refund_password = "8888";
 };
 
 inline constexpr std::int64_t kRoundTripUs = 2'000;

@@ -40,29 +40,16 @@ class QrPaymentTest : public ::testing::Test {
     backend = std::move(opened).value();
     admin = *backend->users().login("root", "password-1");
 
-    // The PKI, and the QR issuer key with a certificate from the city CA.
+    // The PKI, and the backend's QR issuer key certified by the city CA (as the server does
+    // when it opens the CA): the Backend serves QR from then on.
     std::string root_key;
     auto ca_opened =
         backend::CertificateAuthority::open(backend->store(), backend->calendar(), {}, &root_key);
     ASSERT_TRUE(ca_opened.is_ok()) << ca_opened.status().to_string();
     ca = std::move(ca_opened).value();
-    auto keys = backend::generate_key_pair();
-    ASSERT_TRUE(keys.is_ok());
-    backend::CertRequest req;
-    req.role = backend::CertRole::kServer;
-    req.subject_id = "qr.citycard.local";
-    req.public_key_pem = keys->public_pem;
-    req.curve_key = sim::generate_curve_key_pair()->public_key;
-    auto cert = ca->enrol(req);
+    auto cert = backend->certify_qr(*ca);
     ASSERT_TRUE(cert.is_ok()) << cert.status().to_string();
-    issuer_cert_pem = cert->pem;
-    auto issuer_key = protocol::qr::EcKey::from_private_pem(keys->private_pem);
-    ASSERT_TRUE(issuer_key.is_ok());
-    qr = std::make_unique<backend::QrService>(backend->store(), backend->ledger(), backend->cards(),
-                                              backend->issuance(), backend->calendar(),
-                                              std::move(issuer_key).value());
-    ASSERT_TRUE(qr->open().is_ok());
-    backend->service().set_qr(qr.get());
+    issuer_cert_pem = *cert;
 
     proxy = std::make_unique<Proxy>(*backend);
     network = std::make_unique<sim::SimNetwork>(loop, sim::Rng(5), sim::NetworkOptions{});
@@ -77,7 +64,6 @@ class QrPaymentTest : public ::testing::Test {
   }
   void TearDown() override {
     if (backend) {
-      backend->service().set_qr(nullptr);
       Status s = backend->check_conservation();
       EXPECT_TRUE(s.is_ok()) << s.to_string();
     }
@@ -135,7 +121,6 @@ class QrPaymentTest : public ::testing::Test {
   backend::Session admin;
   std::unique_ptr<backend::CertificateAuthority> ca;
   std::string issuer_cert_pem;
-  std::unique_ptr<backend::QrService> qr;
   std::unique_ptr<Proxy> proxy;
   std::unique_ptr<sim::SimNetwork> network;
   protocol::TerminalId wallet_terminal{}, bus_terminal{};
@@ -176,6 +161,33 @@ TEST_F(QrPaymentTest, PhoneShowsSignedCodesTheBusVerifiesOfflineAndTheBackendDeb
   EXPECT_EQ(bus.counters().acked_amount_fen, charged);
   EXPECT_EQ(account(card), 1000 - charged);
   EXPECT_EQ(*backend->ledger().balance("qr_payable:SH-BUS-1"), -charged);
+
+  // The bus company is a merchant: the next day's settlement pays it the QR money, once.
+  backend::MerchantParams company;
+  company.merchant_id = "SH-BUS-1";
+  company.name = "Shanghai Bus 1";
+  company.kind = backend::MerchantKind::kTransit;
+  company.bank_name = "ICBC";
+  company.bank_account = "62220001";
+  company.account_name = "SH Bus 1 Ltd";
+  ASSERT_TRUE(backend->merchants().create(admin, company).is_ok());
+  ASSERT_TRUE(backend->users()
+                  .create_user(admin, {"fin1", "password-1", backend::Role::kFinance, ""})
+                  .is_ok());
+  const backend::Session fin1 = *backend->users().login("fin1", "password-1");
+  loop.run_until(loop.now_us() + 86'400'000'000LL);
+  for (int day = 0; day < 2; ++day) {
+    auto batch = backend->settlement().prepare(fin1);
+    ASSERT_TRUE(batch.is_ok()) << batch.status().to_string();
+    std::int64_t qr_fen = 0;
+    for (const auto& l : batch->lines) {
+      if (l.party_id == "SH-BUS-1") qr_fen += l.qr_fen;
+    }
+    EXPECT_EQ(qr_fen, day == 0 ? charged : 0) << "day " << day;
+    ASSERT_TRUE(backend->settlement().approve(admin, batch->id).is_ok());
+    loop.run_until(loop.now_us() + 86'400'000'000LL);
+  }
+  EXPECT_EQ(*backend->ledger().balance("qr_payable:SH-BUS-1"), 0);
 }
 
 TEST_F(QrPaymentTest, ExpiredForgedOverLimitAndStrangersCodesAreRefused) {

@@ -29,6 +29,8 @@
 #include "citycard/backend/ledger.h"
 #include "citycard/backend/money_options.h"
 #include "citycard/backend/money_service.h"
+#include "citycard/backend/pos_refund.h"
+#include "citycard/backend/qr.h"
 #include "citycard/backend/report_data.h"
 #include "citycard/backend/service.h"
 #include "citycard/backend/sign_on.h"
@@ -47,6 +49,7 @@ struct BackendOptions {
   IssuanceOptions issuance;
   IngestOptions ingest;
   MoneyOptions money;  // the money side (backend_money.cpp)
+  QrOptions qr;        // QR payment (qr.h)
 };
 
 // For the run summary: counts since this process opened the backend.
@@ -112,6 +115,13 @@ class Backend {
   BankGateway& bank() { return *bank_; }
   SimBank* sim_bank() { return sim_bank_; }  // null when another gateway was given
   NotificationGateway& notification_gateway() { return *notify_gateway_; }
+  // QR payment (qr.h): made and served from open(); its issuer key is kept in the store.
+  QrService& qr() { return *qr_service_; }
+  // Makes or renews the QR issuer key and its certificate from the city CA (the server calls
+  // it when it opens the CA); returns the certificate's PEM.
+  Result<std::string> certify_qr(CertificateAuthority& ca) { return qr_service_->certify(ca); }
+  // POS refund and void (pos_refund.h).
+  PosRefundService& pos_refunds() { return *pos_refund_service_; }
   const Calendar& calendar() const { return calendar_; }
   const BackendOptions& options() const { return options_; }
 
@@ -145,8 +155,10 @@ class Backend {
   std::unique_ptr<ReportData> reports_;
   std::unique_ptr<SwipeRules> swipe_rules_;
   std::unique_ptr<MoneyService> money_service_;
-  std::unique_ptr<SignOnService> sign_on_service_;  // sign_on.h
-  std::unique_ptr<DeskService> desk_service_;       // desk_service.h
+  std::unique_ptr<SignOnService> sign_on_service_;        // sign_on.h
+  std::unique_ptr<QrService> qr_service_;                 // qr.h
+  std::unique_ptr<PosRefundService> pos_refund_service_;  // pos_refund.h
+  std::unique_ptr<DeskService> desk_service_;             // desk_service.h
 };
 
 }  // namespace citycard::backend

@@ -46,6 +46,9 @@ inline constexpr std::string_view kPointsRedeemedDue = "points_redeemed_due";
 // A terminal deployer's (终端布放商) share of fees, until paid out.
 inline constexpr std::string_view kDeployerPayablePrefix = "deployer_payable:";
 std::string deployer_payable(std::string_view deployer_id);
+// An operator's QR payments (qr.h), until settled to it.
+inline constexpr std::string_view kQrPayablePrefix = "qr_payable:";
+std::string qr_payable(std::string_view operator_id);
 }  // namespace account
 
 inline constexpr std::int64_t kBasisPointsWhole = 10'000;

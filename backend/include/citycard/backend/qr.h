@@ -14,16 +14,29 @@
 //   posting: Dr online_accounts / Cr qr_payable:<terminal's operator> (the holder's account
 //   falls by the same amount), in the same transaction as its row in qr_payments. The batch's
 //   declared count and total must match its payments (MALFORMED otherwise, nothing stored).
-//   Not yet: qr_payable is not part of merchant settlement (settlement.h pays swipes).
+//   QR payments are dated by the day they arrive (settlement_date) and settled to the operator
+//   with its card swipes (settlement.h: the line's qr figures, Dr qr_payable).
 //
-// The issuer key is the backend's QR signing key; its certificate is issued by the city CA
-// (ca.h), and validators check it offline (protocol::qr::verify_certificate).
+// The issuer key is the backend's QR signing key, an EC P-256 key kept in the store
+// (qr_issuer_keys) with its certificate from the city CA (ca.h, role kServer, subject
+// QrOptions::subject_id); validators check that certificate offline
+// (protocol::qr::verify_certificate). certify() makes the key and its certificate the first
+// time, and a new one when the certificate is revoked or within renew_before_days of its end;
+// older keys are kept, so a grant signed before a renewal or a restart still verifies. Without
+// a key (never certified) issue_key() answers UNSUPPORTED and upload() accepts nothing
+// (BAD_SIGNATURE). The Backend makes the service in open() and loads the stored keys; the
+// server certifies it when it opens the CA (server.cpp); an embedding program calls
+// Backend::certify_qr(ca).
 //
 // Threads: as Service.
 #pragma once
 
 #include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
 
+#include "citycard/backend/ca.h"
 #include "citycard/backend/calendar.h"
 #include "citycard/backend/cards.h"
 #include "citycard/backend/issuance.h"
@@ -38,29 +51,53 @@ struct QrOptions {
   std::uint32_t max_validity_s = 30 * 86'400;
   std::uint32_t max_amount_fen = 20'000;
   std::size_t upload_payments_max = 1'000;
+  std::string subject_id = "qr-issuer.citycard";  // the certificate's subject id
+  int renew_before_days = 60;                     // a certificate this close to its end is replaced
 };
 
 class QrService {
  public:
   QrService(Store& store, Ledger& ledger, Cards& cards, Issuance& issuance,
-            const Calendar& calendar, protocol::qr::EcKey issuer_key, QrOptions options = {});
+            const Calendar& calendar, QrOptions options = {});
+  ~QrService();
 
-  // Creates its tables if needed.
+  // Loads the issuer keys kept in the store (the tables are made by the schema).
   Status open();
-  const protocol::qr::PublicPoint& issuer_point() const { return issuer_point_; }
+  // Makes (or renews) the issuer key and its city CA certificate; returns the certificate's
+  // PEM. Idempotent: a current certificate is returned as it is.
+  Result<std::string> certify(CertificateAuthority& ca);
+  // Whether there is an issuer key (certify() has run on this database).
+  bool ready() const { return !keys_.empty(); }
+  // The current issuer certificate (PEM); empty when not ready.
+  const std::string& issuer_certificate_pem() const;
+  // The current issuer key's public point; kNotFound when not ready.
+  Result<protocol::qr::PublicPoint> issuer_point() const;
+  // What qr_payable:<operator> should hold: its QR payments not in an approved settlement line.
+  Result<std::int64_t> payable_fen(const std::string& operator_id) const;
 
   citycard::wire::Envelope issue_key(const citycard::wire::Envelope& request);
   citycard::wire::Envelope upload(const citycard::wire::Envelope& request);
 
  private:
+  struct IssuerKey {
+    std::int64_t key_no = 0;
+    protocol::qr::EcKey key;
+    protocol::qr::PublicPoint point{};
+    std::optional<protocol::qr::PublicKey> parsed;  // point, parsed once (verify() is cheaper)
+    std::string cert_pem;
+    std::string cert_serial;
+    std::int64_t not_after_unix_s = 0;
+  };
+  Status load();
+  bool verify_grant(ByteView grant, ByteView signature) const;
+
   Store& store_;
   Ledger& ledger_;
   Cards& cards_;
   Issuance& issuance_;
   const Calendar& calendar_;
-  protocol::qr::EcKey issuer_key_;
-  protocol::qr::PublicPoint issuer_point_;
   QrOptions options_;
+  std::vector<IssuerKey> keys_;  // oldest first; the last is current
 };
 
 }  // namespace citycard::backend

@@ -104,7 +104,7 @@ class Server {
 
   // Writes what terminals and tools need into `dir` (created if missing), each file replaced
   // atomically: root.pem, city-ca.pem, national-ca.pem, city.crl.pem, national.crl.pem,
-  // server.pem and server.curve (the Z85 public key).
+  // server.pem and server.curve (the Z85 public key), qr-issuer.pem (the QR issuer, qr.h).
   Status export_pki(const std::string& dir) const;
 
  private:

@@ -28,6 +28,7 @@ class MoneyService;
 class SignOnService;
 class QrService;
 class DeskService;
+class PosRefundService;
 
 class Service final : public sim::RequestHandler {
  public:
@@ -45,6 +46,8 @@ class Service final : public sim::RequestHandler {
   void set_qr(QrService* qr) { qr_ = qr; }
   // The issuing desk (desk_service.h); null: answered UNSUPPORTED.
   void set_desk(DeskService* desk) { desk_ = desk; }
+  // POS refund and void (pos_refund.h); null: answered UNSUPPORTED.
+  void set_pos_refund(PosRefundService* refunds) { pos_refund_ = refunds; }
 
   std::uint64_t requests() const { return requests_; }
   std::uint64_t error_replies() const { return error_replies_; }
@@ -61,6 +64,7 @@ class Service final : public sim::RequestHandler {
   SignOnService* sign_on_ = nullptr;
   QrService* qr_ = nullptr;
   DeskService* desk_ = nullptr;
+  PosRefundService* pos_refund_ = nullptr;
 };
 
 }  // namespace citycard::backend

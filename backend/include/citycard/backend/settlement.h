@@ -12,15 +12,20 @@
 // A merchant line, all integer fen (rate_of() in money.h rounds half up; fees are computed on
 // the line's totals, never per swipe):
 //   gross       its swipes in the period (txn_count of them)
-//   fee         rate_of(gross, txn_fee_bp)
+//   qr          its QR payments in the period (qr_count of them; qr.h, held in qr_payable)
+//   fee         rate_of(gross + qr, txn_fee_bp)
 //   deployer    rate_of(fee, deployer_share_bp), to its terminal deployer
 //   commission  rate_of(recharge_fen, recharge_fee_bp): paid to it for the POS recharges it
 //               sold that were loaded in the period
 //   redeemed    points members redeemed for gifts there
 //   points cost post-paid points it awarded, as far as the payout covers them (the rest waits
 //               for the next period)
-//   net         gross - fee + commission + redeemed - points cost  (never negative)
-// approve() posts each line: Dr payable:<merchant> gross, Dr expense:commission, Dr
+//   refunds     POS refunds and voids made up to the period's end (pos_refund.h), oldest
+//               first, as far as the payout covers them (the rest waits for the next period)
+//   net         gross + qr - fee + commission + redeemed - refunds - points cost (never
+//               negative)
+// approve() posts each line: Dr payable:<merchant> gross - refunds (a refund was debited to
+// the payable when it was made), Dr qr_payable:<merchant> qr, Dr expense:commission, Dr
 // points_redeemed_due / Cr fee_income (fee - deployer), Cr deployer_payable:<deployer>,
 // Cr receivable:points, Cr bank_clearing net; and a deployer line Dr deployer_payable / Cr
 // bank_clearing. The approver must be another user than the preparer (four eyes); a batch is
@@ -105,6 +110,10 @@ struct SettlementLine {
   std::int64_t commission_fen = 0;
   std::int64_t points_redeemed_fen = 0;
   std::int64_t points_cost_fen = 0;
+  std::int64_t qr_count = 0;  // QR payments (qr.h) taken in the period, from qr_payable
+  std::int64_t qr_fen = 0;
+  std::int64_t refund_count = 0;  // POS refunds deducted (pos_refund.h)
+  std::int64_t refund_fen = 0;
   std::int64_t net_fen = 0;
   std::string bank_name;
   std::string bank_account;

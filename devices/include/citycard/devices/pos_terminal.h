@@ -11,10 +11,19 @@
 //   had been debited the engine completes the old sale from the card's proof (no second
 //   debit), otherwise it charges now. Either way the customer pays exactly once; this is the
 //   device side of "reversal".
-// - Void (same batch) and refund: a credit back to the card needs the load key, which only the
-//   issuer's host holds (load.h). The backend's refund message does not exist yet, so the POS
-//   records a RefundRequest (journal + refund_requests()) for the backend to settle to the
-//   holder's account; the request is NOT uploaded yet (issue 5, left for the backend side).
+// - Void (same batch) and refund go to the backend (PosRefundRequest, backend/pos_refund.h):
+//   a credit back to the card's purse would need the load key, which only the issuer's host
+//   holds (load.h), so the backend gives the money back to the holder's online account from
+//   the merchant's payable, under the manager's authority (PosConfig::manager and the password
+//   the cashier types; the backend checks them). The POS first uploads its queued records (the
+//   backend refunds only a sale it has), then sends the request and journals the void or
+//   refund only when the backend accepted it. The refund id is the sale's card serial and
+//   counter and the refund's ordinal ("<serial hex>-<counter>-R1", "-V1" for a void), so a
+//   request whose answer was lost, asked again with the same amount, is answered once
+//   (duplicate) and never pays twice. Refusals (Status): kPermissionDenied (not authorised),
+//   kRejected (over the sale, unknown sale, wrong merchant, void not allowed, anonymous card:
+//   last_refund_code() says which), kConflict, kTimeout / kUnavailable (nothing journalled;
+//   ask again).
 // - Settlement: totals per kind (count, amount) of the current batch, then a new batch; the
 //   sale records themselves go up through the durable queue (upload()).
 // - PIN change: CHANGE PIN (80 5E 01 00, old FF new) after the old PIN; the card counts a wrong
@@ -36,6 +45,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -49,7 +59,12 @@ struct PosConfig {
   SaleCoreOptions core;
   std::string merchant_id;
   std::uint32_t discount_bp = 0;  // the merchant's discount
-  std::string manager_password;   // void and refund
+  std::string manager_password;   // cancelling a pre-authorisation (local; no money moves)
+  std::string manager;            // void and refund: the manager's user name at the backend
+  // Makes the channel progress one step (the event loop); void and refund wait on it.
+  std::function<void()> pump;
+  std::size_t pump_rounds_max = 10'000;  // per request: then kTimeout
+  int upload_attempts_max = 3;           // before a refund: uploads of the queued sales
   bool require_pin = true;
   std::size_t journal_max = 1000;             // oldest entries drop off (they are uploaded already)
   std::int64_t preauth_valid_s = 7 * 86'400;  // a pre-authorisation lapses after this
@@ -65,19 +80,13 @@ struct JournalEntry {
   std::uint64_t refers_to = 0;   // void / refund: the purchase's number
   bool voided = false;           // purchase: a void has been recorded
   std::uint32_t refunded_fen = 0;
+  std::uint32_t refunds_done = 0;      // purchase: refunds the backend accepted (the next id's n)
   citycard::wire::SwipeRecord record;  // purchase, completion: its clearing record
   // Pre-authorisation: the card, when it was made, and whether completed or cancelled.
   protocol::Serial8 card{};
   std::int64_t at_epoch2000_s = 0;
   bool closed = false;
   std::string order_id;  // recharge
-};
-
-struct RefundRequest {
-  std::uint64_t journal_no = 0;
-  protocol::Serial8 card_serial{};
-  std::uint32_t amount_fen = 0;
-  std::string reason;  // "void" or "refund"
 };
 
 struct SettlementTotals {
@@ -114,11 +123,13 @@ class MerchantPos {
 
   SaleResult purchase(CardLink& card, std::uint32_t price_fen, const std::string& pin);
   Result<std::uint32_t> balance(CardLink& card);
-  // Void a purchase of the current batch, whole. Errc::kRejected (wrong password, unknown or
-  // already voided, other batch).
+  // Void a purchase of the current batch, whole, at the backend. Errc::kRejected locally
+  // (unknown or already voided, refunded, other batch) or by the backend (see above).
   Status void_sale(std::uint64_t journal_no, const std::string& password);
-  // Refund part or all of a purchase (any batch still in the journal).
+  // Refund part or all of a purchase (any batch still in the journal), at the backend.
   Status refund(std::uint64_t journal_no, std::uint32_t amount_fen, const std::string& password);
+  // The backend's code of the last refused void or refund (OK when it was not the backend).
+  citycard::wire::Code last_refund_code() const { return last_refund_code_; }
   // The receipt of a journal entry again, or nullopt when it has left the journal.
   std::optional<std::string> reprint(std::uint64_t journal_no) const;
   // End of day: the totals of the batch, then a new batch; uploads the queued records.
@@ -140,7 +151,6 @@ class MerchantPos {
 
   bool last_sale_uncertain() const { return uncertain_; }
   const std::deque<JournalEntry>& journal() const { return journal_; }
-  const std::vector<RefundRequest>& refund_requests() const { return refunds_; }
   const SaleCore& core() const { return core_; }
   SaleCore& core() { return core_; }
 
@@ -149,12 +159,19 @@ class MerchantPos {
   const JournalEntry* find(std::uint64_t no) const;
   void add(JournalEntry e);
   Status verify_pin(CardLink& card, const std::string& pin, SaleResult* refusal);
+  Status upload_sales();
+  Result<citycard::wire::Envelope> call(citycard::wire::Envelope request);
+  Status send_refund(JournalEntry& sale, bool is_void, std::uint32_t amount_fen,
+                     const std::string& password);
 
   PosConfig config_;
   SaleCore core_;
   citycard::wire::SwipeRecord template_;
   std::deque<JournalEntry> journal_;
-  std::vector<RefundRequest> refunds_;
+  Psam& psam_;
+  sim::Channel& channel_;
+  std::uint64_t next_request_id_ = 1;
+  citycard::wire::Code last_refund_code_ = citycard::wire::OK;
   std::uint64_t next_no_ = 1;
   std::uint64_t batch_ = 1;
   bool uncertain_ = false;
