@@ -62,13 +62,16 @@ void put_be32(std::uint8_t* p, std::uint32_t v) {
 // ---- entry format ---------------------------------------------------------------------------
 // flags: bits 0-1 log form (0: packed 06, 1: packed 09, 2: packed 02, 3: raw 23 bytes),
 // bit 2 travel record present, bit 3 travel raw (48 bytes), bit 4 travel amount explicit,
-// bit 5 travel date-time explicit, bit 6 the transaction used the online counter.
+// bit 5 travel date-time explicit, bit 6 the transaction used the online counter, bit 7 the
+// log's terminal id is the packed travel record's (its terminal field is 00 00 + the id), so
+// the log part leaves it out and the travel part follows at once.
 constexpr std::uint8_t kLogRaw = 3;
 constexpr std::uint8_t kHasTravel = 1u << 2;
 constexpr std::uint8_t kTravelRaw = 1u << 3;
 constexpr std::uint8_t kTravelAmount = 1u << 4;
 constexpr std::uint8_t kTravelDateTime = 1u << 5;
 constexpr std::uint8_t kOnline = 1u << 6;
+constexpr std::uint8_t kLogTerminalInTravel = 1u << 7;
 constexpr std::uint8_t kTypes[3] = {protocol::txn::kPurchase, protocol::txn::kCappPurchase,
                                     protocol::txn::kLoadEp};
 
@@ -115,7 +118,7 @@ std::uint8_t skip_entry(const std::uint8_t*& p) {
   } else {
     p += 4;
     skip_varint(p);
-    skip_varint(p);
+    if ((flags & kLogTerminalInTravel) == 0) skip_varint(p);
   }
   if (flags & kHasTravel) {
     if (flags & kTravelRaw) {
@@ -267,9 +270,23 @@ void encode_entry(std::vector<std::uint8_t>& out, const PackedCardFiles::Context
                   const PackedCardFiles::Txn& txn) {
   InternTable& table = InternTable::shared();
   const std::uint8_t* log = txn.log;
+  const std::uint8_t* t = txn.travel;
   const std::size_t flags_at = out.size();
   out.push_back(0);
   std::uint8_t flags = txn.online ? kOnline : 0;
+
+  // The travel record: its static part interned, the date-time packed.
+  std::uint32_t travel_id = InternTable::kFull;
+  std::uint32_t tdt = 0;
+  if (t != nullptr) {
+    std::array<std::uint8_t, PackedCardFiles::kTravelBytes> key;
+    std::memcpy(key.data(), t, key.size());
+    std::memset(key.data() + kTravelAmountAt, 0, kTravelDateTimeAt + 7 - kTravelAmountAt);
+    if (pack_datetime(t + kTravelDateTimeAt, &tdt)) {
+      travel_id = table.intern(ByteView(key.data(), key.size()));
+    }
+  }
+  const bool travel_packed = travel_id != InternTable::kFull;
 
   // The log record: packed when the card could rebuild it exactly.
   int kind = -1;
@@ -279,37 +296,39 @@ void encode_entry(std::vector<std::uint8_t>& out, const PackedCardFiles::Context
   const std::uint16_t counter =
       static_cast<std::uint16_t>((txn.online ? after.online_counter : after.offline_counter) - 1);
   const std::uint32_t overdraft = after.overdraft_limit_fen & 0xFFFFFF;
+  // The travel record's terminal field is 00 00 + the log's terminal id: stored once.
+  const bool terminal_in_travel =
+      travel_packed && t[1] == 0 && t[2] == 0 && std::memcmp(t + 3, log + 10, 6) == 0;
   std::uint32_t dt = 0;
-  std::uint32_t terminal = InternTable::kFull;
+  std::uint32_t terminal = 0;
   const bool packable = kind >= 0 && (kind == 2) == txn.online && log[0] == (counter >> 8) &&
                         log[1] == (counter & 0xFF) && log[2] == (overdraft >> 16) &&
                         log[3] == ((overdraft >> 8) & 0xFF) && log[4] == (overdraft & 0xFF) &&
                         pack_datetime(log + 16, &dt) &&
-                        (terminal = table.intern(ByteView(log + 10, 6))) != InternTable::kFull;
+                        (terminal_in_travel ||
+                         (terminal = table.intern(ByteView(log + 10, 6))) != InternTable::kFull);
   const std::uint32_t amount = be32(log + 5);
   if (packable) {
     flags = static_cast<std::uint8_t>(flags | kind);
     put_u32le(out, dt);
     put_varint(out, amount);
-    put_varint(out, terminal);
+    if (terminal_in_travel) {
+      flags |= kLogTerminalInTravel;
+    } else {
+      put_varint(out, terminal);
+    }
   } else {
     flags = static_cast<std::uint8_t>(flags | kLogRaw);
     out.insert(out.end(), log, log + PackedCardFiles::kLogBytes);
   }
 
-  if (txn.travel != nullptr) {
+  if (t != nullptr) {
     flags |= kHasTravel;
-    const std::uint8_t* t = txn.travel;
-    std::array<std::uint8_t, PackedCardFiles::kTravelBytes> key;
-    std::memcpy(key.data(), t, key.size());
-    std::memset(key.data() + kTravelAmountAt, 0, kTravelDateTimeAt + 7 - kTravelAmountAt);
-    std::uint32_t tdt = 0;
-    const std::uint32_t id = table.intern(ByteView(key.data(), key.size()));
-    if (id == InternTable::kFull || !pack_datetime(t + kTravelDateTimeAt, &tdt)) {
+    if (!travel_packed) {
       flags |= kTravelRaw;
       out.insert(out.end(), t, t + PackedCardFiles::kTravelBytes);
     } else {
-      put_varint(out, id);
+      put_varint(out, travel_id);
       const std::uint32_t tamount = be32(t + kTravelAmountAt);
       if (!packable || tamount != amount) {
         flags |= kTravelAmount;
@@ -459,7 +478,8 @@ LogPart read_log_part(const std::uint8_t*& p, std::uint8_t flags, std::uint16_t 
   }
   part.datetime = get_u32le(p);
   part.amount = static_cast<std::uint32_t>(get_varint(p));
-  part.terminal = static_cast<std::uint32_t>(get_varint(p));
+  if ((flags & kLogTerminalInTravel) == 0)
+    part.terminal = static_cast<std::uint32_t>(get_varint(p));
   if (out23) {
     out23[0] = static_cast<std::uint8_t>(counter >> 8);
     out23[1] = static_cast<std::uint8_t>(counter);
@@ -468,8 +488,14 @@ LogPart read_log_part(const std::uint8_t*& p, std::uint8_t flags, std::uint16_t 
     out23[4] = static_cast<std::uint8_t>(overdraft);
     put_be32(out23 + 5, part.amount);
     out23[9] = kTypes[flags & 3];
-    const ByteView terminal = InternTable::shared().get(part.terminal);
-    std::memcpy(out23 + 10, terminal.data(), 6);
+    if (flags & kLogTerminalInTravel) {
+      const std::uint8_t* q = p;  // the travel part: its static id first
+      const ByteView key = InternTable::shared().get(static_cast<std::uint32_t>(get_varint(q)));
+      std::memcpy(out23 + 10, key.data() + 3, 6);
+    } else {
+      const ByteView terminal = InternTable::shared().get(part.terminal);
+      std::memcpy(out23 + 10, terminal.data(), 6);
+    }
     unpack_datetime(part.datetime, out23 + 16);
   }
   return part;
