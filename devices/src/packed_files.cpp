@@ -378,14 +378,16 @@ const std::uint8_t* metro_end(const std::uint8_t* p) {
 
 void PackedCardFiles::push(const Context& after, const Txn& txn) {
   CITYCARD_CHECK(txn.log != nullptr, "every transaction writes a log record");
-  std::vector<std::uint8_t> body;
-  body.reserve(256);
+  // Built in per-thread scratch buffers (their capacity stays), then copied into one block.
+  thread_local std::vector<std::uint8_t> metros, entries, head;
+  metros.clear();
+  entries.clear();
+  head.clear();
   Cursor old{};
   if (data_) old = open_block(data_.get());
 
   // Metro records, by id.
   std::size_t metro_count = 0;
-  std::vector<std::uint8_t> metros;
   {
     const std::uint8_t* p = old.metros;
     bool placed = txn.metro_id == 0;
@@ -411,7 +413,6 @@ void PackedCardFiles::push(const Context& after, const Txn& txn) {
   }
 
   // The new entry, then the old ones still holding a log or a travel record.
-  std::vector<std::uint8_t> entries;
   encode_entry(entries, after, txn);
   std::size_t entry_count = 1;
   std::size_t travels = txn.travel != nullptr ? 1 : 0;
@@ -428,22 +429,25 @@ void PackedCardFiles::push(const Context& after, const Txn& txn) {
     }
   }
 
-  std::vector<std::uint8_t> head;
   put_varint(head, entry_count);
   put_varint(head, metro_count);
   const std::size_t content = head.size() + metros.size() + entries.size();
   // The length counts itself.
   std::size_t total = content + 1;
   while (total - content < (total < 0x80 ? 1u : total < 0x4000 ? 2u : 3u)) ++total;
-  std::vector<std::uint8_t> len;
-  put_varint(len, total);
-  CITYCARD_CHECK(len.size() + content == total, "packed block length");
-  auto block = std::make_unique<std::uint8_t[]>(total);
+  const std::size_t len_at = head.size();
+  put_varint(head, total);
+  const std::size_t len_bytes = head.size() - len_at;
+  CITYCARD_CHECK(len_bytes + content == total, "packed block length");
+  std::unique_ptr<std::uint8_t[]> block(new std::uint8_t[total]);
   std::uint8_t* w = block.get();
-  for (const auto* part : {&len, &head, &metros, &entries}) {
-    std::memcpy(w, part->data(), part->size());
-    w += part->size();
-  }
+  std::memcpy(w, head.data() + len_at, len_bytes);
+  w += len_bytes;
+  std::memcpy(w, head.data(), len_at);
+  w += len_at;
+  if (!metros.empty()) std::memcpy(w, metros.data(), metros.size());
+  w += metros.size();
+  std::memcpy(w, entries.data(), entries.size());
   data_ = std::move(block);
 }
 
