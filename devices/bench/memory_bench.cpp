@@ -16,10 +16,10 @@
 #include "citycard/devices/m1_card.h"
 #include "citycard/devices/m1_purse.h"
 #include "citycard/devices/packed_files.h"
-#include "citycard/protocol/capp.h"
 #include "citycard/devices/psam.h"
 #include "citycard/devices/purchase.h"
 #include "citycard/devices/sam_client.h"
+#include "citycard/protocol/capp.h"
 
 namespace citycard::devices::bench {
 namespace {
@@ -122,8 +122,11 @@ void BM_MemoryPerCpuCardFilled(benchmark::State& state) {
     const IssuerKeyTable table({testing::issuer_keys()});
     std::vector<std::unique_ptr<CityTerminal>> terminals;
     for (std::size_t i = 0; i < kBuses + kGates; ++i) {
-      protocol::TerminalId id{0x31, 0x00, static_cast<std::uint8_t>(i < kBuses ? 0x01 : 0x02),
-                              0x00, static_cast<std::uint8_t>(i >> 8),
+      protocol::TerminalId id{0x31,
+                              0x00,
+                              static_cast<std::uint8_t>(i < kBuses ? 0x01 : 0x02),
+                              0x00,
+                              static_cast<std::uint8_t>(i >> 8),
                               static_cast<std::uint8_t>(i)};
       terminals.push_back(std::make_unique<CityTerminal>(id));
     }
@@ -199,6 +202,10 @@ void BM_MemoryPerCpuCardFilled(benchmark::State& state) {
     state.counters["intern_table_B"] = std::round(intern);
     const double per_card = static_cast<double>(sizeof(CpuCard)) + (used - before) / n;
     state.counters["total_no_table_B"] = std::round(per_card - intern / n);
+    // A city: 20 M such cards and one table (its size depends on the terminals and stops, not
+    // on the number of cards).
+    state.counters["GiB_20M_city"] =
+        ((per_card - intern / n) * kCity + intern) / (1024.0 * 1024 * 1024);
   }
 }
 BENCHMARK(BM_MemoryPerCpuCardFilled)->Iterations(1)->Unit(benchmark::kMillisecond);

@@ -60,10 +60,10 @@
 // or the new one (journal rolled forward), never a mix. arm_power_cut() places that loss at a
 // chosen page write. Each page write costs CardProfile::eeprom_write_us.
 //
-// Memory: the hot state is fixed-size, no heap, at most 256 bytes (a test holds it there).
-// Each record file lives in a block allocated at its first write (a card that only ever makes
-// simple purchases holds the 0x18 log alone); the composite purchase cache is allocated per
-// session. With an IssuerKeyTable the card keeps no keys.
+// Memory (issue 3, <= 256 B a card): 96 B fixed; the record files packed in one heap block
+// (packed_files.h; full 0x18, 0x1E and a 0x1A record: ~150 B); personalisation interned; no
+// keys with an IssuerKeyTable. Volatile state (session, capp cache) exists only in a field
+// (reset() frees it); stored keys and a journal after a power cut live in a cold block.
 //
 // Not thread-safe; a card is in one field at a time.
 #pragma once
