@@ -184,10 +184,21 @@ std::int64_t CpuCard::last_processing_us() const {
   return field_ ? field_->last_processing_us : 0;
 }
 
+const std::uint8_t* CpuCard::perso_bytes() const {
+  return perso_id_ != InternTable::kFull ? InternTable::shared().get(perso_id_).data()
+                                         : cold_->perso->data();
+}
+
+std::uint8_t CpuCard::key_version() const {
+  return perso_bytes()[19];
+}
+
+crypto::Algorithm CpuCard::algorithm() const {
+  return static_cast<crypto::Algorithm>(perso_bytes()[20]);
+}
+
 CpuCard::Perso CpuCard::perso() const {
-  const std::uint8_t* b = perso_id_ != InternTable::kFull
-                              ? InternTable::shared().get(perso_id_).data()
-                              : cold_->perso->data();
+  const std::uint8_t* b = perso_bytes();
   Perso p;
   std::memcpy(p.issuer_data.data(), b, 8);
   std::memcpy(p.valid_from.data(), b + 8, 4);
@@ -200,9 +211,7 @@ CpuCard::Perso CpuCard::perso() const {
 }
 
 std::uint32_t CpuCard::overdraft_limit_fen() const {
-  const std::uint8_t* b = perso_id_ != InternTable::kFull
-                              ? InternTable::shared().get(perso_id_).data()
-                              : cold_->perso->data();
+  const std::uint8_t* b = perso_bytes();
   return std::uint32_t{b[16]} << 16 | std::uint32_t{b[17]} << 8 | b[18];
 }
 
@@ -282,7 +291,7 @@ LinkTiming CpuCard::link_timing() const {
 
 crypto::Key16 CpuCard::key(KeyUse use) const {
   if (class_->keys == nullptr) return key_for(*cold_->keys, use);
-  return class_->keys->card_key(serial_, perso().key_version, perso().algorithm, use);
+  return class_->keys->card_key(serial_, key_version(), algorithm(), use);
 }
 
 PackedCardFiles::Context CpuCard::files_context(const Purse& p) const {
@@ -678,8 +687,8 @@ Response CpuCard::initialize(const Command& c) {
   put_u32be(out, purse_.balance_fen);
   put_u16be(out, purse_.offline_counter);
   put_u24be(out, overdraft_limit_fen());
-  put_u8(out, perso().key_version);
-  put_u8(out, static_cast<std::uint8_t>(perso().algorithm));
+  put_u8(out, key_version());
+  put_u8(out, static_cast<std::uint8_t>(algorithm()));
   put_bytes(out, field().session_random);
   return done(std::move(out), class_->profile->command.initialize_us);
 }
@@ -700,15 +709,15 @@ Response CpuCard::initialize_load(const Command& c) {
   field().session = Session::kLoad;
 
   const crypto::MacKey seslk(crypto::load_session_key(
-      perso().algorithm, key(KeyUse::kLoad), field().session_random, purse_.online_counter));
+      algorithm(), key(KeyUse::kLoad), field().session_random, purse_.online_counter));
   const protocol::Mac4 mac1 = crypto::load_mac1(seslk, purse_.balance_fen, amount_fen, txn::kLoadEp,
                                                 field().session_terminal);
   Bytes out;
   out.reserve(16);
   put_u32be(out, purse_.balance_fen);
   put_u16be(out, purse_.online_counter);
-  put_u8(out, perso().key_version);
-  put_u8(out, static_cast<std::uint8_t>(perso().algorithm));
+  put_u8(out, key_version());
+  put_u8(out, static_cast<std::uint8_t>(algorithm()));
   put_bytes(out, field().session_random);
   put_bytes(out, mac1);
   return done(std::move(out), class_->profile->command.initialize_us);
@@ -754,7 +763,7 @@ Response CpuCard::debit(const Command& c, Session session) {
   }
   const std::uint8_t type = session == Session::kCapp ? txn::kCappPurchase : txn::kPurchase;
   const std::uint32_t amount_fen = field().session_amount_fen;
-  const crypto::MacKey sespk(crypto::purchase_session_key(perso().algorithm, key(KeyUse::kPurchase),
+  const crypto::MacKey sespk(crypto::purchase_session_key(algorithm(), key(KeyUse::kPurchase),
                                                           field().session_random,
                                                           purse_.offline_counter, terminal_seq));
   if (!crypto::mac_equal(
@@ -764,7 +773,7 @@ Response CpuCard::debit(const Command& c, Session session) {
   }
   const protocol::Mac4 mac2 = crypto::purchase_mac2(sespk, amount_fen);
   const protocol::Mac4 tac =
-      crypto::purchase_tac(crypto::MacKey(crypto::tac_key(perso().algorithm, key(KeyUse::kTac))),
+      crypto::purchase_tac(crypto::MacKey(crypto::tac_key(algorithm(), key(KeyUse::kTac))),
                            amount_fen, type, field().session_terminal, terminal_seq, datetime);
 
   Commit tx{purse_};
@@ -813,7 +822,7 @@ Response CpuCard::credit(const Command& c, Session session) {
   }
   const std::uint32_t amount_fen = field().session_amount_fen;
   const crypto::MacKey seslk(crypto::load_session_key(
-      perso().algorithm, key(KeyUse::kLoad), field().session_random, purse_.online_counter));
+      algorithm(), key(KeyUse::kLoad), field().session_random, purse_.online_counter));
   if (!crypto::mac_equal(
           crypto::load_mac2(seslk, amount_fen, txn::kLoadEp, field().session_terminal, datetime),
           mac2)) {
@@ -825,7 +834,7 @@ Response CpuCard::credit(const Command& c, Session session) {
   p.overdraft_used_fen -= repay;
   p.balance_fen += amount_fen - repay;
   const protocol::Mac4 tac = crypto::load_tac(
-      crypto::MacKey(crypto::tac_key(perso().algorithm, key(KeyUse::kTac))), p.balance_fen,
+      crypto::MacKey(crypto::tac_key(algorithm(), key(KeyUse::kTac))), p.balance_fen,
       p.online_counter, amount_fen, txn::kLoadEp, field().session_terminal, datetime);
   p.proof = Proof{txn::kLoadEp, mac2, tac};
   std::array<std::uint8_t, kLogBytes> log_record;
@@ -870,7 +879,7 @@ Response CpuCard::application_block(const Command& c, Session session) {
   if (!field().selected) return refuse(sw::kConditionsNotSatisfied);
   if (session != Session::kChallenge) return refuse(sw::kNoChallenge);
   const protocol::Mac4 expected = crypto::application_block_mac(
-      perso().algorithm, key(KeyUse::kMaintenance), field().session_random, c.p2);
+      algorithm(), key(KeyUse::kMaintenance), field().session_random, c.p2);
   if (!crypto::mac_equal(expected, take<4>(c.data, 0))) return refuse(sw::kSmMacWrong);
   Commit lock_commit{purse_};
   lock_commit.purse.lock =

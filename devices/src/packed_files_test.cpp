@@ -361,5 +361,46 @@ TEST(PackedCpuCard, ReadRecordAnswersEqualTheWrittenRecordsOverRandomHistories) 
   }
 }
 
+// Issue 3's figure as a guard: a card whose 0x18 and 0x1E files are full and whose 0x1A record
+// is written, by composite purchases whose records our terminals would write, holds at most
+// 256 bytes (fixed part + its heap, with 16 bytes left for malloc's own overhead).
+TEST(PackedCpuCard, ACardWithFullRecordFilesStaysWithin256Bytes) {
+  const IssuerKeyTable table({testing::issuer_keys()});
+  Psam psam(testing::psam_image());
+  DirectLink sam_link(psam);
+  SamClient sam(sam_link);
+  PurchaseEngine engine(sam);
+  ASSERT_TRUE(engine.open().ok());
+  CpuCard card(testing::card_image(77, 100'000), table, sim::Rng(7), CardProfile::jtt978());
+  std::int64_t t = 757'382'400;
+  for (int i = 0; i < 12; ++i) {
+    t += 3'600 + 977 * i;
+    const protocol::DateTime7 when = protocol::datetime_from_epoch2000(t);
+    PurchaseRequest req{static_cast<std::uint32_t>(200 + 100 * (i % 3)), when, {}};
+    protocol::MetroRecord m;
+    m.state = protocol::MetroRecord::kEntered;
+    m.entry_station = static_cast<std::uint16_t>(i);
+    m.entry_datetime = when;
+    req.capp_updates.push_back({protocol::sfi::kMetro, 0x01, m.encode()});
+    protocol::TravelRecord travel;
+    std::copy(testing::kTerminal.begin(), testing::kTerminal.end(), travel.terminal.begin() + 2);
+    travel.sub_type = 0x01;
+    travel.station = {0x00, 0x01, 0x02, 0x00, static_cast<std::uint8_t>(i)};
+    travel.amount_fen = req.amount_fen;
+    travel.balance_after_fen = card.balance_fen() - req.amount_fen;
+    travel.datetime = when;
+    travel.city = {0x31, 0x00};
+    req.capp_updates.push_back({protocol::sfi::kTravel, 0x00, travel.encode()});
+    DirectLink link(card);
+    ASSERT_TRUE(engine.purchase(link, req).ok());
+    card.reset();
+  }
+  ASSERT_EQ(card.log().size(), 10u);
+  ASSERT_EQ(card.travel_records().size(), 10u);
+  EXPECT_LE(sizeof(CpuCard) + card.heap_bytes(), 256u - 16u)
+      << "fixed " << sizeof(CpuCard) << " B, heap " << card.heap_bytes() << " B";
+  EXPECT_GT(card.heap_bytes(), 100u) << "the records are there";
+}
+
 }  // namespace
 }  // namespace citycard::devices

@@ -236,7 +236,10 @@ class CpuCard {
   };
   static constexpr std::size_t kPersoBytes = 22;
   Perso perso() const;
+  const std::uint8_t* perso_bytes() const;
   std::uint32_t overdraft_limit_fen() const;
+  std::uint8_t key_version() const;
+  protocol::crypto::Algorithm algorithm() const;
   // Rare per-card state: the image's keys (constructor without a key table), a journal after
   // a power cut, the personalisation if the intern table is full.
   struct Cold;
