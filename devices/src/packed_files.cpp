@@ -153,14 +153,24 @@ bool pack_datetime(const std::uint8_t* dt7, std::uint32_t* packed) {
     *packed = kZeroDateTime;
     return true;
   }
+  int v[7];
   for (int i = 0; i < 7; ++i) {
     if ((dt7[i] >> 4) > 9 || (dt7[i] & 0x0F) > 9) return false;
+    v[i] = (dt7[i] >> 4) * 10 + (dt7[i] & 0x0F);
+  }
+  // A calendar date-time from 2000 on: exactly the ones that convert back to the same bytes.
+  const int year = v[0] * 100 + v[1], month = v[2], day = v[3];
+  static constexpr int kDays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  const bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+  if (year < 2000 || month < 1 || month > 12 || day < 1 ||
+      day > kDays[month - 1] + (month == 2 && leap ? 1 : 0) || v[4] > 23 || v[5] > 59 ||
+      v[6] > 59) {
+    return false;
   }
   protocol::DateTime7 dt;
   std::memcpy(dt.data(), dt7, 7);
   const std::int64_t s = protocol::epoch2000_from_datetime(dt);
   if (s < 0 || s >= static_cast<std::int64_t>(kZeroDateTime)) return false;
-  if (protocol::datetime_from_epoch2000(s) != dt) return false;
   *packed = static_cast<std::uint32_t>(s);
   return true;
 }
