@@ -170,8 +170,22 @@ const CpuCard::Class* CpuCard::class_of(const CardProfile* profile, const Issuer
   return c.get();
 }
 
+std::unique_ptr<CpuCard::Field>& CpuCard::spare_field() {
+  // Not per card: one block per thread, so a tap does not go to malloc for its Field.
+  thread_local std::unique_ptr<Field> spare;
+  return spare;
+}
+
 CpuCard::Field& CpuCard::field() {
-  if (!field_) field_ = std::make_unique<Field>();
+  if (!field_) {
+    std::unique_ptr<Field>& spare = spare_field();
+    if (spare) {
+      field_ = std::move(spare);
+      *field_ = Field{};
+    } else {
+      field_ = std::make_unique<Field>();
+    }
+  }
   return *field_;
 }
 
@@ -275,7 +289,12 @@ Bytes CpuCard::process(ByteView capdu) {
 
 void CpuCard::reset() {
   powered_ = true;
-  field_.reset();  // selection, session, PIN state, capp cache, power-cut plan
+  // Selection, session, PIN state, capp cache, power-cut plan: gone.
+  if (field_ && !spare_field()) {
+    field_->capp.reset();
+    spare_field() = std::move(field_);
+  }
+  field_.reset();
   recover();
 }
 

@@ -247,6 +247,7 @@ class CpuCard {
   // field keeps no RAM): selection, session, PIN state, the capp cache, the power-cut plan.
   struct Field;
   Field& field();
+  static std::unique_ptr<Field>& spare_field();  // one per thread, reused by the next tap
   Cold& cold();
 
   const Class* class_;
