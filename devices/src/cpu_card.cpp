@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <utility>
 
 #include "citycard/protocol/check.h"
@@ -104,22 +106,22 @@ void encode_log(const protocol::LogRecord& r, std::uint8_t* out) {
   std::memcpy(out + 16, r.datetime.data(), 7);
 }
 
-std::uint8_t next_slot(std::uint8_t newest, std::uint8_t count, std::uint8_t size) {
-  return count == 0 ? 0 : static_cast<std::uint8_t>((newest + 1) % size);
-}
-
 }  // namespace
 
 struct CpuCard::Journal {
-  struct Write {
-    std::uint8_t sfi = 0;
-    std::uint8_t slot = 0;
-    std::uint8_t bytes = 0;
-    std::array<std::uint8_t, kMetroBytes> data{};
-  };
   Purse purse;
-  std::array<Write, 3> writes{};
-  std::uint8_t write_count = 0;
+  bool has_txn = false;
+  bool files_applied = false;  // the records were written before power failed
+  bool online = false;
+  bool has_travel = false;
+  std::uint8_t metro_id = 0;
+  std::array<std::uint8_t, kLogBytes> log{};
+  std::array<std::uint8_t, kTravelBytes> travel{};
+  std::array<std::uint8_t, kMetroBytes> metro{};
+  PackedCardFiles::Txn txn() const {
+    return PackedCardFiles::Txn{log.data(), online, has_travel ? travel.data() : nullptr, metro_id,
+                                metro_id != 0 ? metro.data() : nullptr};
+  }
 };
 
 struct CpuCard::CappCache {
@@ -139,29 +141,121 @@ CpuCard::CpuCard(const protocol::CardImage& image, const IssuerKeyTable& keys, s
                  const CardProfile& profile)
     : CpuCard(image, &keys, rng, profile) {}
 
+struct CpuCard::Cold {
+  std::unique_ptr<const CardKeys> keys;
+  std::unique_ptr<Journal> journal;
+  std::unique_ptr<std::array<std::uint8_t, kPersoBytes>> perso;
+  bool empty() const { return !keys && !journal && !perso; }
+};
+
+struct CpuCard::Field {
+  Session session = Session::kNone;
+  bool selected = false;
+  bool pin_verified = false;
+  std::uint32_t session_amount_fen = 0;
+  protocol::TerminalId session_terminal{};
+  protocol::Random4 session_random{};
+  std::int32_t power_cut_after = -1;  // armed page-write count, -1: none
+  std::uint32_t command_pages = 0;    // page writes of the command being processed
+  std::int32_t last_processing_us = 0;
+  std::unique_ptr<CappCache> capp;
+};
+
+const CpuCard::Class* CpuCard::class_of(const CardProfile* profile, const IssuerKeyTable* keys) {
+  static std::mutex mu;
+  static std::map<std::pair<const void*, const void*>, std::unique_ptr<const Class>> classes;
+  std::lock_guard<std::mutex> lock(mu);
+  auto& c = classes[{profile, keys}];
+  if (!c) c = std::make_unique<const Class>(Class{profile, keys});
+  return c.get();
+}
+
+std::unique_ptr<CpuCard::Field>& CpuCard::spare_field() {
+  // Not per card: one block per thread, so a tap does not go to malloc for its Field.
+  thread_local std::unique_ptr<Field> spare;
+  return spare;
+}
+
+CpuCard::Field& CpuCard::field() {
+  if (!field_) {
+    std::unique_ptr<Field>& spare = spare_field();
+    if (spare) {
+      field_ = std::move(spare);
+      *field_ = Field{};
+    } else {
+      field_ = std::make_unique<Field>();
+    }
+  }
+  return *field_;
+}
+
+CpuCard::Cold& CpuCard::cold() {
+  if (!cold_) cold_ = std::make_unique<Cold>();
+  return *cold_;
+}
+
+std::int64_t CpuCard::last_processing_us() const {
+  return field_ ? field_->last_processing_us : 0;
+}
+
+const std::uint8_t* CpuCard::perso_bytes() const {
+  return perso_id_ != InternTable::kFull ? InternTable::shared().get(perso_id_).data()
+                                         : cold_->perso->data();
+}
+
+std::uint8_t CpuCard::key_version() const {
+  return perso_bytes()[19];
+}
+
+crypto::Algorithm CpuCard::algorithm() const {
+  return static_cast<crypto::Algorithm>(perso_bytes()[20]);
+}
+
+CpuCard::Perso CpuCard::perso() const {
+  const std::uint8_t* b = perso_bytes();
+  Perso p;
+  std::memcpy(p.issuer_data.data(), b, 8);
+  std::memcpy(p.valid_from.data(), b + 8, 4);
+  std::memcpy(p.valid_to.data(), b + 12, 4);
+  p.overdraft_limit_fen = std::uint32_t{b[16]} << 16 | std::uint32_t{b[17]} << 8 | b[18];
+  p.key_version = b[19];
+  p.algorithm = static_cast<crypto::Algorithm>(b[20]);
+  p.card_type = static_cast<protocol::CardType>(b[21]);
+  return p;
+}
+
+std::uint32_t CpuCard::overdraft_limit_fen() const {
+  const std::uint8_t* b = perso_bytes();
+  return std::uint32_t{b[16]} << 16 | std::uint32_t{b[17]} << 8 | b[18];
+}
+
 CpuCard::CpuCard(const protocol::CardImage& image, const IssuerKeyTable* keys, sim::Rng rng,
                  const CardProfile& profile)
-    : profile_(&profile),
-      key_table_(keys),
-      serial_(image.serial),
-      issuer_data_(image.issuer_data),
-      valid_from_(image.valid_from),
-      valid_to_(image.valid_to),
-      overdraft_limit_fen_(std::min(image.overdraft_limit_fen, kOverdraftMaxFen)),
-      key_version_(image.key_version),
-      algorithm_(image.algorithm),
-      card_type_(image.card_type),
-      rng_state_(rng.next_u64()) {
+    : class_(class_of(&profile, keys)), rng_state_(rng.next_u64()), serial_(image.serial) {
   CITYCARD_CHECK(profile.family == image.family, "a card's profile is of its family");
   CITYCARD_CHECK(image.overdraft_limit_fen <= kOverdraftMaxFen, "overdraft is a 3-byte field");
   CITYCARD_CHECK(profile.log_records > 0 && profile.travel_records > 0 &&
                      profile.metro_records > 0 && profile.pin_tries_max > 0 &&
                      profile.pin_tries_max <= 15,
                  "a profile has every file and 1..15 PIN tries");
-  if (key_table_ == nullptr) {
-    own_keys_ = std::make_unique<const CardKeys>(keys_of(image));
+  if (keys == nullptr) {
+    cold().keys = std::make_unique<const CardKeys>(keys_of(image));
   } else {
     CITYCARD_CHECK(keys->has_version(image.key_version), "the table holds the card's version");
+  }
+  std::array<std::uint8_t, kPersoBytes> perso{};
+  std::memcpy(perso.data(), image.issuer_data.data(), 8);
+  std::memcpy(perso.data() + 8, image.valid_from.data(), 4);
+  std::memcpy(perso.data() + 12, image.valid_to.data(), 4);
+  perso[16] = static_cast<std::uint8_t>(image.overdraft_limit_fen >> 16);
+  perso[17] = static_cast<std::uint8_t>(image.overdraft_limit_fen >> 8);
+  perso[18] = static_cast<std::uint8_t>(image.overdraft_limit_fen);
+  perso[19] = image.key_version;
+  perso[20] = static_cast<std::uint8_t>(image.algorithm);
+  perso[21] = static_cast<std::uint8_t>(image.card_type);
+  perso_id_ = InternTable::shared().intern(ByteView(perso.data(), perso.size()));
+  if (perso_id_ == InternTable::kFull) {
+    cold().perso = std::make_unique<std::array<std::uint8_t, kPersoBytes>>(perso);
   }
   purse_.balance_fen = image.balance_fen;
   purse_.offline_counter = image.offline_counter;
@@ -177,16 +271,16 @@ CpuCard& CpuCard::operator=(CpuCard&&) noexcept = default;
 
 Bytes CpuCard::process(ByteView capdu) {
   if (!powered_) return {};
-  command_pages_ = 0;
+  field().command_pages = 0;
   // A session is good only for the commands that continue it (see the header).
-  const Session session = std::exchange(session_, Session::kNone);
+  const Session session = std::exchange(field().session, Session::kNone);
   Result<Command> command = Command::parse(capdu);
   const Response r = command ? dispatch(*command, session) : refuse(sw::kWrongLength);
-  if (session_ != Session::kCapp) capp_.reset();
+  if (field().session != Session::kCapp) field().capp.reset();
   if (!powered_) return {};  // power failed inside the command's EEPROM transaction
-  if (power_cut_after_ >= 0) {
+  if (field().power_cut_after >= 0) {
     // The command needed fewer page writes than the cut: it completed, then power failed.
-    power_cut_after_ = -1;
+    field().power_cut_after = -1;
     powered_ = false;
     return {};
   }
@@ -195,104 +289,77 @@ Bytes CpuCard::process(ByteView capdu) {
 
 void CpuCard::reset() {
   powered_ = true;
-  power_cut_after_ = -1;
-  selected_ = false;
-  pin_verified_ = false;
-  session_ = Session::kNone;
-  capp_.reset();
+  // Selection, session, PIN state, capp cache, power-cut plan: gone.
+  if (field_ && !spare_field()) {
+    field_->capp.reset();
+    spare_field() = std::move(field_);
+  }
+  field_.reset();
   recover();
 }
 
 bool CpuCard::arm_power_cut(std::uint32_t after_page_writes) {
-  power_cut_after_ =
+  field().power_cut_after =
       static_cast<std::int32_t>(std::min<std::uint32_t>(after_page_writes, 1u << 30));
   return true;
 }
 
 LinkTiming CpuCard::link_timing() const {
-  return LinkTiming{LinkTiming::Interface::kIsoDep, profile_->air, {}};
+  return LinkTiming{LinkTiming::Interface::kIsoDep, class_->profile->air, {}};
 }
 
 crypto::Key16 CpuCard::key(KeyUse use) const {
-  if (own_keys_) return key_for(*own_keys_, use);
-  return key_table_->card_key(serial_, key_version_, algorithm_, use);
+  if (class_->keys == nullptr) return key_for(*cold_->keys, use);
+  return class_->keys->card_key(serial_, key_version(), algorithm(), use);
 }
 
-std::size_t CpuCard::file_bytes(std::uint8_t file) const {
-  switch (file) {
-    case sfi::kLog:
-      return profile_->log_records * kLogBytes;
-    case sfi::kTravel:
-      return profile_->travel_records * kTravelBytes;
-    default:
-      return profile_->metro_records * kMetroBytes;
-  }
-}
-
-std::uint8_t* CpuCard::file_slot(std::uint8_t file, std::uint8_t slot) {
-  std::unique_ptr<std::uint8_t[]>& f = file == sfi::kLog      ? log_file_
-                                       : file == sfi::kTravel ? travel_file_
-                                                              : metro_file_;
-  if (!f) f = std::make_unique<std::uint8_t[]>(file_bytes(file));  // zero-filled
-  return const_cast<std::uint8_t*>(std::as_const(*this).file_slot(file, slot));
-}
-
-const std::uint8_t* CpuCard::file_slot(std::uint8_t file, std::uint8_t slot) const {
-  // Records never written read as zeros, as a freshly personalised file does.
-  static const std::uint8_t kBlank[kMetroBytes] = {};
-  switch (file) {
-    case sfi::kLog:
-      return log_file_ ? log_file_.get() + slot * kLogBytes : kBlank;
-    case sfi::kTravel:
-      return travel_file_ ? travel_file_.get() + slot * kTravelBytes : kBlank;
-    default:
-      return metro_file_ ? metro_file_.get() + slot * kMetroBytes : kBlank;
-  }
+PackedCardFiles::Context CpuCard::files_context(const Purse& p) const {
+  return PackedCardFiles::Context{class_->profile->log_records, class_->profile->travel_records,
+                                  p.offline_counter, p.online_counter, overdraft_limit_fen()};
 }
 
 std::size_t CpuCard::heap_bytes() const {
-  return (own_keys_ ? sizeof(CardKeys) : 0) + (log_file_ ? file_bytes(sfi::kLog) : 0) +
-         (travel_file_ ? file_bytes(sfi::kTravel) : 0) +
-         (metro_file_ ? file_bytes(sfi::kMetro) : 0) + (capp_ ? sizeof(CappCache) : 0) +
-         (journal_ ? sizeof(Journal) : 0);
+  std::size_t n = files_.heap_bytes();
+  if (cold_) {
+    n += sizeof(Cold) + (cold_->keys ? sizeof(CardKeys) : 0) +
+         (cold_->journal ? sizeof(Journal) : 0) + (cold_->perso ? kPersoBytes : 0);
+  }
+  if (field_) n += sizeof(Field) + (field_->capp ? sizeof(CappCache) : 0);
+  return n;
 }
 
 std::vector<protocol::LogRecord> CpuCard::log() const {
   std::vector<protocol::LogRecord> out;
-  for (std::size_t i = 0; i < purse_.log_count; ++i) {
-    const auto slot = static_cast<std::uint8_t>((purse_.log_newest + profile_->log_records - i) %
-                                                profile_->log_records);
-    out.push_back(*protocol::LogRecord::decode(ByteView(file_slot(sfi::kLog, slot), kLogBytes)));
+  const PackedCardFiles::Context ctx = files_context(purse_);
+  std::array<std::uint8_t, kLogBytes> r;
+  for (std::size_t i = 0; files_.read_log(ctx, i, r.data()); ++i) {
+    out.push_back(*protocol::LogRecord::decode(ByteView(r.data(), r.size())));
   }
   return out;
 }
 
 std::vector<Bytes> CpuCard::travel_records() const {
   std::vector<Bytes> out;
-  for (std::size_t i = 0; i < purse_.travel_count; ++i) {
-    const auto slot = static_cast<std::uint8_t>(
-        (purse_.travel_newest + profile_->travel_records - i) % profile_->travel_records);
-    const std::uint8_t* p = file_slot(sfi::kTravel, slot);
-    out.emplace_back(p, p + kTravelBytes);
+  const PackedCardFiles::Context ctx = files_context(purse_);
+  std::array<std::uint8_t, kTravelBytes> r;
+  for (std::size_t i = 0; files_.read_travel(ctx, i, r.data()); ++i) {
+    out.emplace_back(r.begin(), r.end());
   }
   return out;
 }
 
 Bytes CpuCard::metro_record(std::uint8_t record_id) const {
-  CITYCARD_CHECK(record_id >= 1 && record_id <= profile_->metro_records, "metro record id");
-  const std::uint8_t* p = file_slot(sfi::kMetro, static_cast<std::uint8_t>(record_id - 1));
-  return Bytes(p, p + kMetroBytes);
+  CITYCARD_CHECK(record_id >= 1 && record_id <= class_->profile->metro_records, "metro record id");
+  Bytes out(kMetroBytes);
+  files_.read_metro(record_id, out.data());
+  return out;
 }
 
 // ---- EEPROM transactions ----------------------------------------------------------------
 
 std::uint32_t CpuCard::pages(std::size_t bytes) const {
-  return static_cast<std::uint32_t>((bytes + profile_->eeprom_page_bytes - 1) /
-                                    profile_->eeprom_page_bytes);
-}
-
-void CpuCard::apply_write(const FileWrite& w) {
-  std::memcpy(file_slot(w.sfi, w.slot), w.data, w.bytes);
+  return static_cast<std::uint32_t>((bytes + class_->profile->eeprom_page_bytes - 1) /
+                                    class_->profile->eeprom_page_bytes);
 }
 
 bool CpuCard::commit(const Commit& c) {
@@ -308,65 +375,73 @@ bool CpuCard::commit(const Commit& c) {
   const std::uint32_t steps = journal_pages + 1 + 1 + record_pages + 1;
 
   const std::int64_t budget =
-      power_cut_after_ < 0 ? -1 : static_cast<std::int64_t>(power_cut_after_) - command_pages_;
+      field().power_cut_after < 0
+          ? -1
+          : static_cast<std::int64_t>(field().power_cut_after) - field().command_pages;
   if (budget < 0 || budget >= steps) {
     purse_ = c.purse;
-    for (std::size_t i = 0; i < c.write_count; ++i) apply_write(c.writes[i]);
-    command_pages_ += steps;
+    if (c.write_count > 0) files_.push(files_context(c.purse), c.txn);
+    field().command_pages += steps;
     eeprom_page_writes_ += steps;
     return true;
   }
 
   // Power fails after `done` more page writes.
   const auto done = static_cast<std::uint32_t>(budget);
-  command_pages_ += done;
+  field().command_pages += done;
   eeprom_page_writes_ += done;
-  power_cut_after_ = -1;
+  field().power_cut_after = -1;
   powered_ = false;
   if (done <= journal_pages) return false;  // the journal never became valid: old state stays
   // The journal is valid: keep it for power-on, and leave what was applied applied, so that
   // recovery has real work to do.
-  journal_ = std::make_unique<Journal>();
-  journal_->purse = c.purse;
-  journal_->write_count = c.write_count;
-  for (std::size_t i = 0; i < c.write_count; ++i) {
-    auto& w = journal_->writes[i];
-    w.sfi = c.writes[i].sfi;
-    w.slot = c.writes[i].slot;
-    w.bytes = c.writes[i].bytes;
-    std::memcpy(w.data.data(), c.writes[i].data, w.bytes);
+  cold().journal = std::make_unique<Journal>();
+  Journal& j = *cold_->journal;
+  j.purse = c.purse;
+  if (c.write_count > 0) {
+    j.has_txn = true;
+    j.online = c.txn.online;
+    std::memcpy(j.log.data(), c.txn.log, kLogBytes);
+    if (c.txn.travel != nullptr) {
+      j.has_travel = true;
+      std::memcpy(j.travel.data(), c.txn.travel, kTravelBytes);
+    }
+    if (c.txn.metro_id != 0) {
+      j.metro_id = c.txn.metro_id;
+      std::memcpy(j.metro.data(), c.txn.metro, kMetroBytes);
+    }
   }
-  std::uint32_t step = journal_pages + 1;
+  const std::uint32_t step = journal_pages + 1;
   if (done > step) purse_ = c.purse;
-  ++step;
-  for (std::size_t i = 0; i < c.write_count; ++i) {
-    step += pages(c.writes[i].bytes);
-    if (done >= step) apply_write(c.writes[i]);
+  // The records are one packed block here: written once all their pages are.
+  if (j.has_txn && done >= step + 1 + record_pages) {
+    files_.push(files_context(c.purse), c.txn);
+    j.files_applied = true;
   }
   return false;
 }
 
 void CpuCard::recover() {
-  if (!journal_) return;
-  purse_ = journal_->purse;
-  for (std::size_t i = 0; i < journal_->write_count; ++i) {
-    const auto& w = journal_->writes[i];
-    apply_write(FileWrite{w.sfi, w.slot, w.data.data(), w.bytes});
-  }
-  journal_.reset();
+  if (!cold_ || !cold_->journal) return;
+  const Journal& j = *cold_->journal;
+  purse_ = j.purse;
+  if (j.has_txn && !j.files_applied) files_.push(files_context(purse_), j.txn());
+  cold_->journal.reset();
+  if (cold_->empty()) cold_.reset();
 }
 
 // ---- Dispatch ---------------------------------------------------------------------------
 
 Response CpuCard::refuse(std::uint16_t s) {
-  last_processing_us_ = static_cast<std::int32_t>(profile_->command.refused_us +
-                                                  command_pages_ * profile_->eeprom_write_us);
+  field().last_processing_us =
+      static_cast<std::int32_t>(class_->profile->command.refused_us +
+                                field().command_pages * class_->profile->eeprom_write_us);
   return status(s);
 }
 
 Response CpuCard::done(Bytes data, std::int64_t processing_us) {
-  last_processing_us_ =
-      static_cast<std::int32_t>(processing_us + command_pages_ * profile_->eeprom_write_us);
+  field().last_processing_us = static_cast<std::int32_t>(
+      processing_us + field().command_pages * class_->profile->eeprom_write_us);
   return Response{std::move(data), sw::kOk};
 }
 
@@ -417,23 +492,23 @@ Response CpuCard::dispatch(const Command& c, Session session) {
 Response CpuCard::select(const Command& c) {
   if (c.p1 == 0x04 && c.p2 == 0x00) {  // by DF name, first occurrence, return FCI
     if (c.data.size() < 5 || c.data.size() > 16) return refuse(sw::kWrongLength);
-    const Bytes& aid = protocol::aid_for(profile_->family);
+    const Bytes& aid = protocol::aid_for(class_->profile->family);
     // A failed SELECT leaves the current selection as it was (ISO 7816-4).
     if (c.data != aid) return refuse(sw::kFileNotFound);
     if (lock() == Lock::kPermanent) {
-      selected_ = false;
+      field().selected = false;
       return refuse(sw::kAppBlockedPermanently);
     }
-    selected_ = true;
-    Response r = done(fci(aid), profile_->command.select_us);
+    field().selected = true;
+    Response r = done(fci(aid), class_->profile->command.select_us);
     if (lock() == Lock::kTemporary) r.sw = sw::kBlockedSelected;
     return r;
   }
   if (c.p1 == 0x00 && c.p2 == 0x00) {  // by file identifier: only the MF is reachable
     if (c.data.size() != 2) return refuse(sw::kWrongLength);
     if (c.data[0] != 0x3F || c.data[1] != 0x00) return refuse(sw::kFileNotFound);
-    selected_ = false;
-    return done({}, profile_->command.select_us);
+    field().selected = false;
+    return done({}, class_->profile->command.select_us);
   }
   return refuse(sw::kWrongP1P2);
 }
@@ -446,13 +521,13 @@ Response CpuCard::select(const Command& c) {
 Bytes CpuCard::issuer_file() const {
   Bytes f;
   f.reserve(kIssuerFileBytes);
-  put_bytes(f, issuer_data_);
+  put_bytes(f, perso().issuer_data);
   put_u8(f, kApplicationType);
   put_u8(f, kApplicationVersion);
   put_u16be(f, 0);
   put_bytes(f, serial_);
-  put_bytes(f, valid_from_);
-  put_bytes(f, valid_to_);
+  put_bytes(f, perso().valid_from);
+  put_bytes(f, perso().valid_to);
   put_u16be(f, 0);
   return f;
 }
@@ -461,8 +536,8 @@ Bytes CpuCard::issuer_file() const {
 // name (20) | ID number (32) | ID type (1). Simulated cards are anonymous: zeros.
 Bytes CpuCard::holder_file() const {
   Bytes f(kHolderFileBytes, 0x00);
-  f[0] = static_cast<std::uint8_t>(card_type_);
-  f[1] = card_type_ == protocol::CardType::kStaff ? 0x01 : 0x00;
+  f[0] = static_cast<std::uint8_t>(perso().card_type);
+  f[1] = perso().card_type == protocol::CardType::kStaff ? 0x01 : 0x00;
   return f;
 }
 
@@ -472,7 +547,7 @@ Response CpuCard::read_binary(const Command& c) {
   if ((c.p1 & 0x60) != 0) return refuse(sw::kWrongP1P2);
   if (!c.data.empty()) return refuse(sw::kWrongLength);
   const std::uint8_t file = c.p1 & 0x1F;
-  if (!selected_ || (file != sfi::kIssuer && file != sfi::kHolder)) {
+  if (!field().selected || (file != sfi::kIssuer && file != sfi::kHolder)) {
     return refuse(sw::kFileNotFound);
   }
   const Bytes content = file == sfi::kIssuer ? issuer_file() : holder_file();
@@ -480,7 +555,8 @@ Response CpuCard::read_binary(const Command& c) {
   std::size_t n = content.size() - c.p2;
   if (c.le) n = std::min<std::size_t>(n, *c.le);
   const auto begin = content.begin() + c.p2;
-  return done(Bytes(begin, begin + static_cast<std::ptrdiff_t>(n)), profile_->command.read_us);
+  return done(Bytes(begin, begin + static_cast<std::ptrdiff_t>(n)),
+              class_->profile->command.read_us);
 }
 
 Response CpuCard::read_record(const Command& c) {
@@ -488,23 +564,22 @@ Response CpuCard::read_record(const Command& c) {
   if ((c.p2 & 0x07) != 0x04 || c.p1 == 0) return refuse(sw::kWrongP1P2);
   if (!c.data.empty()) return refuse(sw::kWrongLength);
   const std::uint8_t file = c.p2 >> 3;
-  if (!selected_ || (file != sfi::kLog && file != sfi::kTravel && file != sfi::kMetro)) {
+  if (!field().selected || (file != sfi::kLog && file != sfi::kTravel && file != sfi::kMetro)) {
     return refuse(sw::kFileNotFound);
   }
-  const std::int64_t t = profile_->command.read_us;
+  const std::int64_t t = class_->profile->command.read_us;
   if (file == sfi::kMetro) {
-    if (c.p1 > profile_->metro_records) return refuse(sw::kRecordNotFound);
+    if (c.p1 > class_->profile->metro_records) return refuse(sw::kRecordNotFound);
     return done(metro_record(c.p1), t);
   }
+  const PackedCardFiles::Context ctx = files_context(purse_);
+  std::array<std::uint8_t, kTravelBytes> record;
   const bool log = file == sfi::kLog;
-  const std::uint8_t count = log ? purse_.log_count : purse_.travel_count;
-  const std::uint8_t newest = log ? purse_.log_newest : purse_.travel_newest;
-  const std::uint8_t size = log ? profile_->log_records : profile_->travel_records;
-  const std::size_t bytes = log ? kLogBytes : kTravelBytes;
-  if (c.p1 > count) return refuse(sw::kRecordNotFound);
-  const auto slot = static_cast<std::uint8_t>((newest + size - (c.p1 - 1u)) % size);
-  const std::uint8_t* p = file_slot(file, slot);
-  return done(Bytes(p, p + bytes), t);
+  if (log ? !files_.read_log(ctx, c.p1 - 1u, record.data())
+          : !files_.read_travel(ctx, c.p1 - 1u, record.data())) {
+    return refuse(sw::kRecordNotFound);
+  }
+  return done(Bytes(record.begin(), record.begin() + (log ? kLogBytes : kTravelBytes)), t);
 }
 
 bool CpuCard::pin_matches(ByteView pin) const {
@@ -521,7 +596,7 @@ bool CpuCard::check_pin_and_count(ByteView pin, bool* ok) {
   *ok = pin_matches(pin);
   if (*ok) {
     Commit up{purse_};
-    up.purse.pin_tries_left = profile_->pin_tries_max;
+    up.purse.pin_tries_left = class_->profile->pin_tries_max;
     if (!commit(up)) return false;
   }
   return true;
@@ -530,15 +605,15 @@ bool CpuCard::check_pin_and_count(ByteView pin, bool* ok) {
 Response CpuCard::verify_pin(const Command& c) {
   if (c.p1 != 0x00 || c.p2 != 0x00) return refuse(sw::kWrongP1P2);
   if (c.data.size() < 2 || c.data.size() > 6) return refuse(sw::kWrongLength);
-  if (!selected_) return refuse(sw::kConditionsNotSatisfied);
+  if (!field().selected) return refuse(sw::kConditionsNotSatisfied);
   if (purse_.pin_tries_left == 0) return refuse(sw::kPinBlocked);
   bool ok = false;
   if (!check_pin_and_count(c.data, &ok)) return status(0);
   if (!ok) {
     return refuse(static_cast<std::uint16_t>(sw::kPinWrongBase | purse_.pin_tries_left));
   }
-  pin_verified_ = true;
-  return done({}, profile_->command.verify_pin_us);
+  field().pin_verified = true;
+  return done({}, class_->profile->command.verify_pin_us);
 }
 
 Response CpuCard::change_pin(const Command& c) {
@@ -549,7 +624,7 @@ Response CpuCard::change_pin(const Command& c) {
       c.data.size() - old_bytes - 1 > 6) {
     return refuse(sw::kWrongLength);
   }
-  if (!selected_ || blocked()) return refuse(sw::kConditionsNotSatisfied);
+  if (!field().selected || blocked()) return refuse(sw::kConditionsNotSatisfied);
   const ByteView old_pin(c.data.data(), old_bytes);
   const ByteView new_pin(c.data.data() + old_bytes + 1, c.data.size() - old_bytes - 1);
   if (!valid_pin_block(new_pin) || pin_block_digits(new_pin) < 4) return refuse(sw::kWrongData);
@@ -564,8 +639,8 @@ Response CpuCard::change_pin(const Command& c) {
   std::copy(new_pin.begin(), new_pin.end(), change.purse.pin_bcd.begin());
   change.purse.pin_digits = pin_block_digits(new_pin);
   if (!commit(change)) return status(0);
-  pin_verified_ = true;
-  return done({}, profile_->command.change_pin_us);
+  field().pin_verified = true;
+  return done({}, class_->profile->command.change_pin_us);
 }
 
 protocol::Random4 CpuCard::next_random() {
@@ -582,31 +657,31 @@ Response CpuCard::get_challenge(const Command& c) {
   if (c.p1 != 0x00 || c.p2 != 0x00) return refuse(sw::kWrongP1P2);
   if (!c.data.empty() || !c.le) return refuse(sw::kWrongLength);
   if (*c.le != 4) return refuse(static_cast<std::uint16_t>(sw::kWrongLengthLe | 0x04));
-  session_random_ = next_random();
-  session_ = Session::kChallenge;
-  return done(Bytes(session_random_.begin(), session_random_.end()),
-              profile_->command.get_challenge_us);
+  field().session_random = next_random();
+  field().session = Session::kChallenge;
+  return done(Bytes(field().session_random.begin(), field().session_random.end()),
+              class_->profile->command.get_challenge_us);
 }
 
 Response CpuCard::get_balance(const Command& c) {
   if (c.p1 != 0x00 || c.p2 != kP2Purse) return refuse(sw::kWrongP1P2);
   if (!c.data.empty()) return refuse(sw::kWrongLength);
-  if (!selected_) return refuse(sw::kConditionsNotSatisfied);
+  if (!field().selected) return refuse(sw::kConditionsNotSatisfied);
   Bytes out;
   put_u32be(out, purse_.balance_fen);
-  return done(std::move(out), profile_->command.get_balance_us);
+  return done(std::move(out), class_->profile->command.get_balance_us);
 }
 
 std::uint32_t CpuCard::available_fen() const {
   const std::uint64_t available =
-      std::uint64_t{purse_.balance_fen} + (overdraft_limit_fen_ - purse_.overdraft_used_fen);
+      std::uint64_t{purse_.balance_fen} + (overdraft_limit_fen() - purse_.overdraft_used_fen);
   return static_cast<std::uint32_t>(std::min<std::uint64_t>(available, UINT32_MAX));
 }
 
 bool CpuCard::within_validity(const protocol::DateTime7& dt) const {
   // BCD YYYYMMDD compares like the date it encodes.
   const std::array<std::uint8_t, 4> date{dt[0], dt[1], dt[2], dt[3]};
-  return date >= valid_from_ && date <= valid_to_;
+  return date >= perso().valid_from && date <= perso().valid_to;
 }
 
 Response CpuCard::initialize(const Command& c) {
@@ -614,56 +689,57 @@ Response CpuCard::initialize(const Command& c) {
     return refuse(sw::kWrongP1P2);
   }
   if (c.data.size() != 11) return refuse(sw::kWrongLength);
-  if (!selected_ || blocked()) return refuse(sw::kConditionsNotSatisfied);
+  if (!field().selected || blocked()) return refuse(sw::kConditionsNotSatisfied);
   if (c.p1 == kP1Load) return initialize_load(c);
-  if (c.data[0] != profile_->purchase_key_index) return refuse(sw::kKeyIndexNotSupported);
+  if (c.data[0] != class_->profile->purchase_key_index) return refuse(sw::kKeyIndexNotSupported);
   if (purse_.offline_counter == UINT16_MAX) return refuse(sw::kCounterLimit);
   const std::uint32_t amount_fen = get_u32be(c.data, 1);
   if (amount_fen > available_fen()) return refuse(sw::kInsufficientBalance);
 
-  session_random_ = next_random();
-  session_amount_fen_ = amount_fen;
-  session_terminal_ = take<6>(c.data, 5);
-  session_ = c.p1 == kP1Capp ? Session::kCapp : Session::kPurchase;
+  field().session_random = next_random();
+  field().session_amount_fen = amount_fen;
+  field().session_terminal = take<6>(c.data, 5);
+  field().session = c.p1 == kP1Capp ? Session::kCapp : Session::kPurchase;
 
   Bytes out;
   out.reserve(15);
   put_u32be(out, purse_.balance_fen);
   put_u16be(out, purse_.offline_counter);
-  put_u24be(out, overdraft_limit_fen_);
-  put_u8(out, key_version_);
-  put_u8(out, static_cast<std::uint8_t>(algorithm_));
-  put_bytes(out, session_random_);
-  return done(std::move(out), profile_->command.initialize_us);
+  put_u24be(out, overdraft_limit_fen());
+  put_u8(out, key_version());
+  put_u8(out, static_cast<std::uint8_t>(algorithm()));
+  put_bytes(out, field().session_random);
+  return done(std::move(out), class_->profile->command.initialize_us);
 }
 
 Response CpuCard::initialize_load(const Command& c) {
-  if (c.data[0] != profile_->load_key_index) return refuse(sw::kKeyIndexNotSupported);
-  if (profile_->load_requires_pin && !pin_verified_) return refuse(sw::kSecurityNotSatisfied);
+  if (c.data[0] != class_->profile->load_key_index) return refuse(sw::kKeyIndexNotSupported);
+  if (class_->profile->load_requires_pin && !field().pin_verified)
+    return refuse(sw::kSecurityNotSatisfied);
   if (purse_.online_counter == UINT16_MAX) return refuse(sw::kCounterLimit);
   const std::uint32_t amount_fen = get_u32be(c.data, 1);
   const std::uint32_t repay = std::min(amount_fen, purse_.overdraft_used_fen);
-  if (std::uint64_t{purse_.balance_fen} + (amount_fen - repay) > profile_->balance_max_fen) {
+  if (std::uint64_t{purse_.balance_fen} + (amount_fen - repay) > class_->profile->balance_max_fen) {
     return refuse(sw::kConditionsNotSatisfied);
   }
-  session_random_ = next_random();
-  session_amount_fen_ = amount_fen;
-  session_terminal_ = take<6>(c.data, 5);
-  session_ = Session::kLoad;
+  field().session_random = next_random();
+  field().session_amount_fen = amount_fen;
+  field().session_terminal = take<6>(c.data, 5);
+  field().session = Session::kLoad;
 
-  const crypto::MacKey seslk(crypto::load_session_key(algorithm_, key(KeyUse::kLoad),
-                                                      session_random_, purse_.online_counter));
-  const protocol::Mac4 mac1 =
-      crypto::load_mac1(seslk, purse_.balance_fen, amount_fen, txn::kLoadEp, session_terminal_);
+  const crypto::MacKey seslk(crypto::load_session_key(
+      algorithm(), key(KeyUse::kLoad), field().session_random, purse_.online_counter));
+  const protocol::Mac4 mac1 = crypto::load_mac1(seslk, purse_.balance_fen, amount_fen, txn::kLoadEp,
+                                                field().session_terminal);
   Bytes out;
   out.reserve(16);
   put_u32be(out, purse_.balance_fen);
   put_u16be(out, purse_.online_counter);
-  put_u8(out, key_version_);
-  put_u8(out, static_cast<std::uint8_t>(algorithm_));
-  put_bytes(out, session_random_);
+  put_u8(out, key_version());
+  put_u8(out, static_cast<std::uint8_t>(algorithm()));
+  put_bytes(out, field().session_random);
   put_bytes(out, mac1);
-  return done(std::move(out), profile_->command.initialize_us);
+  return done(std::move(out), class_->profile->command.initialize_us);
 }
 
 Response CpuCard::update_capp(const Command& c, Session session) {
@@ -673,80 +749,75 @@ Response CpuCard::update_capp(const Command& c, Session session) {
   if (file == sfi::kTravel && c.p1 != 0x00) return refuse(sw::kWrongP1P2);
   const std::size_t bytes = file == sfi::kTravel ? kTravelBytes : kMetroBytes;
   if (c.data.size() != bytes) return refuse(sw::kWrongLength);
-  if (!selected_ || blocked()) return refuse(sw::kConditionsNotSatisfied);
+  if (!field().selected || blocked()) return refuse(sw::kConditionsNotSatisfied);
   if (session != Session::kCapp) return refuse(sw::kCommandNotAllowed);
-  if (file == sfi::kMetro && (c.p1 == 0 || c.p1 > profile_->metro_records)) {
+  if (file == sfi::kMetro && (c.p1 == 0 || c.p1 > class_->profile->metro_records)) {
     return refuse(sw::kRecordNotFound);
   }
   // Staged in RAM; written with the DEBIT's EEPROM transaction, or dropped with the session.
-  if (!capp_) capp_ = std::make_unique<CappCache>();
+  if (!field().capp) field().capp = std::make_unique<CappCache>();
   if (file == sfi::kTravel) {
-    std::copy(c.data.begin(), c.data.end(), capp_->travel.begin());
-    capp_->travel_staged = true;
+    std::copy(c.data.begin(), c.data.end(), field().capp->travel.begin());
+    field().capp->travel_staged = true;
   } else {
-    std::copy(c.data.begin(), c.data.end(), capp_->metro.begin());
-    capp_->metro_id = c.p1;
+    std::copy(c.data.begin(), c.data.end(), field().capp->metro.begin());
+    field().capp->metro_id = c.p1;
   }
-  session_ = Session::kCapp;
-  return done({}, profile_->command.update_capp_us);
+  field().session = Session::kCapp;
+  return done({}, class_->profile->command.update_capp_us);
 }
 
 Response CpuCard::debit(const Command& c, Session session) {
   if (c.p1 != 0x01 || c.p2 != 0x00) return refuse(sw::kWrongP1P2);
   if (c.data.size() != 15) return refuse(sw::kWrongLength);
-  if (!selected_ || blocked()) return refuse(sw::kConditionsNotSatisfied);
+  if (!field().selected || blocked()) return refuse(sw::kConditionsNotSatisfied);
   if (session != Session::kPurchase && session != Session::kCapp) {
     return refuse(sw::kCommandNotAllowed);
   }
   const std::uint32_t terminal_seq = get_u32be(c.data, 0);
   const auto datetime = take<7>(c.data, 4);
   const auto mac1 = take<4>(c.data, 11);
-  if (profile_->card_checks_validity && !within_validity(datetime)) {
+  if (class_->profile->card_checks_validity && !within_validity(datetime)) {
     return refuse(sw::kConditionsNotSatisfied);
   }
   const std::uint8_t type = session == Session::kCapp ? txn::kCappPurchase : txn::kPurchase;
-  const std::uint32_t amount_fen = session_amount_fen_;
-  const crypto::MacKey sespk(crypto::purchase_session_key(
-      algorithm_, key(KeyUse::kPurchase), session_random_, purse_.offline_counter, terminal_seq));
+  const std::uint32_t amount_fen = field().session_amount_fen;
+  const crypto::MacKey sespk(crypto::purchase_session_key(algorithm(), key(KeyUse::kPurchase),
+                                                          field().session_random,
+                                                          purse_.offline_counter, terminal_seq));
   if (!crypto::mac_equal(
-          crypto::purchase_mac1(sespk, amount_fen, type, session_terminal_, datetime), mac1)) {
+          crypto::purchase_mac1(sespk, amount_fen, type, field().session_terminal, datetime),
+          mac1)) {
     return refuse(sw::kMacInvalid);
   }
   const protocol::Mac4 mac2 = crypto::purchase_mac2(sespk, amount_fen);
   const protocol::Mac4 tac =
-      crypto::purchase_tac(crypto::MacKey(crypto::tac_key(algorithm_, key(KeyUse::kTac))),
-                           amount_fen, type, session_terminal_, terminal_seq, datetime);
+      crypto::purchase_tac(crypto::MacKey(crypto::tac_key(algorithm(), key(KeyUse::kTac))),
+                           amount_fen, type, field().session_terminal, terminal_seq, datetime);
 
   Commit tx{purse_};
   Purse& p = tx.purse;
   const std::uint32_t from_balance_fen = std::min(amount_fen, p.balance_fen);
   p.balance_fen -= from_balance_fen;
   p.overdraft_used_fen += amount_fen - from_balance_fen;
-  p.proof = Proof{p.offline_counter, type, mac2, tac};
+  p.proof = Proof{type, mac2, tac};
   std::array<std::uint8_t, kLogBytes> log_record;
-  encode_log(protocol::LogRecord{p.offline_counter, overdraft_limit_fen_, amount_fen, type,
-                                 session_terminal_, datetime},
+  encode_log(protocol::LogRecord{p.offline_counter, overdraft_limit_fen(), amount_fen, type,
+                                 field().session_terminal, datetime},
              log_record.data());
   ++p.offline_counter;
-  const std::uint8_t log_slot = next_slot(p.log_newest, p.log_count, profile_->log_records);
-  p.log_newest = log_slot;
-  p.log_count = static_cast<std::uint8_t>(std::min<int>(p.log_count + 1, profile_->log_records));
-  tx.writes[tx.write_count++] =
-      FileWrite{sfi::kLog, log_slot, log_record.data(), static_cast<std::uint8_t>(kLogBytes)};
-  if (session == Session::kCapp && capp_) {
-    if (capp_->travel_staged) {
-      const std::uint8_t slot =
-          next_slot(p.travel_newest, p.travel_count, profile_->travel_records);
-      p.travel_newest = slot;
-      p.travel_count =
-          static_cast<std::uint8_t>(std::min<int>(p.travel_count + 1, profile_->travel_records));
-      tx.writes[tx.write_count++] = FileWrite{sfi::kTravel, slot, capp_->travel.data(),
-                                              static_cast<std::uint8_t>(kTravelBytes)};
-    }
-    if (capp_->metro_id != 0) {
+  tx.writes[tx.write_count++] = FileWrite{sfi::kLog, static_cast<std::uint8_t>(kLogBytes)};
+  tx.txn.log = log_record.data();
+  if (session == Session::kCapp && field().capp) {
+    if (field().capp->travel_staged) {
       tx.writes[tx.write_count++] =
-          FileWrite{sfi::kMetro, static_cast<std::uint8_t>(capp_->metro_id - 1),
-                    capp_->metro.data(), static_cast<std::uint8_t>(kMetroBytes)};
+          FileWrite{sfi::kTravel, static_cast<std::uint8_t>(kTravelBytes)};
+      tx.txn.travel = field().capp->travel.data();
+    }
+    if (field().capp->metro_id != 0) {
+      tx.writes[tx.write_count++] = FileWrite{sfi::kMetro, static_cast<std::uint8_t>(kMetroBytes)};
+      tx.txn.metro_id = field().capp->metro_id;
+      tx.txn.metro = field().capp->metro.data();
     }
   }
   if (!commit(tx)) return status(0);
@@ -755,24 +826,25 @@ Response CpuCard::debit(const Command& c, Session session) {
   out.reserve(8);
   put_bytes(out, tac);
   put_bytes(out, mac2);
-  return done(std::move(out), profile_->command.debit_us);
+  return done(std::move(out), class_->profile->command.debit_us);
 }
 
 Response CpuCard::credit(const Command& c, Session session) {
   if (c.p1 != 0x00 || c.p2 != 0x00) return refuse(sw::kWrongP1P2);
   if (c.data.size() != 11) return refuse(sw::kWrongLength);
-  if (!selected_ || blocked()) return refuse(sw::kConditionsNotSatisfied);
+  if (!field().selected || blocked()) return refuse(sw::kConditionsNotSatisfied);
   if (session != Session::kLoad) return refuse(sw::kCommandNotAllowed);
   const auto datetime = take<7>(c.data, 0);  // date(4) || time(3)
   const auto mac2 = take<4>(c.data, 7);
-  if (profile_->card_checks_validity && !within_validity(datetime)) {
+  if (class_->profile->card_checks_validity && !within_validity(datetime)) {
     return refuse(sw::kConditionsNotSatisfied);
   }
-  const std::uint32_t amount_fen = session_amount_fen_;
-  const crypto::MacKey seslk(crypto::load_session_key(algorithm_, key(KeyUse::kLoad),
-                                                      session_random_, purse_.online_counter));
+  const std::uint32_t amount_fen = field().session_amount_fen;
+  const crypto::MacKey seslk(crypto::load_session_key(
+      algorithm(), key(KeyUse::kLoad), field().session_random, purse_.online_counter));
   if (!crypto::mac_equal(
-          crypto::load_mac2(seslk, amount_fen, txn::kLoadEp, session_terminal_, datetime), mac2)) {
+          crypto::load_mac2(seslk, amount_fen, txn::kLoadEp, field().session_terminal, datetime),
+          mac2)) {
     return refuse(sw::kMacInvalid);
   }
   Commit tx{purse_};
@@ -781,57 +853,58 @@ Response CpuCard::credit(const Command& c, Session session) {
   p.overdraft_used_fen -= repay;
   p.balance_fen += amount_fen - repay;
   const protocol::Mac4 tac = crypto::load_tac(
-      crypto::MacKey(crypto::tac_key(algorithm_, key(KeyUse::kTac))), p.balance_fen,
-      p.online_counter, amount_fen, txn::kLoadEp, session_terminal_, datetime);
-  p.proof = Proof{p.online_counter, txn::kLoadEp, mac2, tac};
+      crypto::MacKey(crypto::tac_key(algorithm(), key(KeyUse::kTac))), p.balance_fen,
+      p.online_counter, amount_fen, txn::kLoadEp, field().session_terminal, datetime);
+  p.proof = Proof{txn::kLoadEp, mac2, tac};
   std::array<std::uint8_t, kLogBytes> log_record;
-  encode_log(protocol::LogRecord{p.online_counter, overdraft_limit_fen_, amount_fen, txn::kLoadEp,
-                                 session_terminal_, datetime},
+  encode_log(protocol::LogRecord{p.online_counter, overdraft_limit_fen(), amount_fen, txn::kLoadEp,
+                                 field().session_terminal, datetime},
              log_record.data());
   ++p.online_counter;
-  const std::uint8_t log_slot = next_slot(p.log_newest, p.log_count, profile_->log_records);
-  p.log_newest = log_slot;
-  p.log_count = static_cast<std::uint8_t>(std::min<int>(p.log_count + 1, profile_->log_records));
-  tx.writes[tx.write_count++] =
-      FileWrite{sfi::kLog, log_slot, log_record.data(), static_cast<std::uint8_t>(kLogBytes)};
+  tx.writes[tx.write_count++] = FileWrite{sfi::kLog, static_cast<std::uint8_t>(kLogBytes)};
+  tx.txn.log = log_record.data();
+  tx.txn.online = true;
   if (!commit(tx)) return status(0);
-  return done(Bytes(tac.begin(), tac.end()), profile_->command.credit_us);
+  return done(Bytes(tac.begin(), tac.end()), class_->profile->command.credit_us);
 }
 
 Response CpuCard::get_transaction_prove(const Command& c) {
-  const std::uint8_t load_type = profile_->load_prove_type;
+  const std::uint8_t load_type = class_->profile->load_prove_type;
   if (c.p1 != 0x00 || (c.p2 != txn::kPurchase && c.p2 != txn::kCappPurchase && c.p2 != load_type)) {
     return refuse(sw::kWrongP1P2);
   }
   if (c.data.size() != 2) return refuse(sw::kWrongLength);
-  if (!selected_) return refuse(sw::kConditionsNotSatisfied);
+  if (!field().selected) return refuse(sw::kConditionsNotSatisfied);
   const std::uint16_t counter_after = get_u16be(c.data, 0);
   const Proof& proof = purse_.proof;
   const bool type_matches = (proof.type == txn::kLoadEp && c.p2 == load_type) ||
                             (proof.type != txn::kLoadEp && proof.type != 0 && c.p2 == proof.type);
-  if (!type_matches || static_cast<std::uint16_t>(proof.counter + 1) != counter_after) {
+  // The proof's transaction is the newest of its kind: its counter is the card's minus one.
+  const std::uint16_t counter_now =
+      proof.type == txn::kLoadEp ? purse_.online_counter : purse_.offline_counter;
+  if (!type_matches || counter_now != counter_after) {
     return refuse(sw::kMacError);
   }
   Bytes out;
   out.reserve(8);
   put_bytes(out, proof.mac);
   put_bytes(out, proof.tac);
-  return done(std::move(out), profile_->command.prove_us);
+  return done(std::move(out), class_->profile->command.prove_us);
 }
 
 Response CpuCard::application_block(const Command& c, Session session) {
   if (c.p1 != 0x00 || (c.p2 != 0x00 && c.p2 != 0x01)) return refuse(sw::kWrongP1P2);
   if (c.data.size() != 4) return refuse(sw::kWrongLength);
-  if (!selected_) return refuse(sw::kConditionsNotSatisfied);
+  if (!field().selected) return refuse(sw::kConditionsNotSatisfied);
   if (session != Session::kChallenge) return refuse(sw::kNoChallenge);
-  const protocol::Mac4 expected =
-      crypto::application_block_mac(algorithm_, key(KeyUse::kMaintenance), session_random_, c.p2);
+  const protocol::Mac4 expected = crypto::application_block_mac(
+      algorithm(), key(KeyUse::kMaintenance), field().session_random, c.p2);
   if (!crypto::mac_equal(expected, take<4>(c.data, 0))) return refuse(sw::kSmMacWrong);
   Commit lock_commit{purse_};
   lock_commit.purse.lock =
       static_cast<std::uint8_t>(c.p2 == 0x01 ? Lock::kPermanent : Lock::kTemporary);
   if (!commit(lock_commit)) return status(0);
-  return done({}, profile_->command.application_block_us);
+  return done({}, class_->profile->command.application_block_us);
 }
 
 }  // namespace citycard::devices

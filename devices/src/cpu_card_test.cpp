@@ -521,6 +521,7 @@ TEST(CpuCard, ACompositePurchaseWritesItsRecordsWithTheDebitInOneTransaction) {
 TEST(CpuCard, ACachedRecordIsDroppedWhenTheSessionEndsWithoutADebit) {
   CpuCard card(card_image(51, 1000), sim::Rng(2));
   ASSERT_EQ(send(card, kSelectJtt).sw, sw::kOk);
+  const std::size_t heap_selected = card.heap_bytes();
   Command init = init_purchase(100);
   init.p1 = 0x03;
   ASSERT_EQ(send(card, init).sw, sw::kOk);
@@ -529,7 +530,7 @@ TEST(CpuCard, ACachedRecordIsDroppedWhenTheSessionEndsWithoutADebit) {
   EXPECT_EQ(send(card, "805C000204").sw, sw::kOk);
   EXPECT_EQ(send(card, debit(1, kWhen, {})).sw, sw::kCommandNotAllowed);
   EXPECT_EQ(send(card, "00B201F430").sw, sw::kRecordNotFound) << "nothing was written";
-  EXPECT_EQ(card.heap_bytes(), sizeof(CardKeys)) << "the cache went with the session";
+  EXPECT_EQ(card.heap_bytes(), heap_selected) << "the cache went with the session";
 }
 
 TEST(CpuCard, UpdateCappDataCacheAnswersItsStatusWords) {
@@ -788,19 +789,23 @@ TEST(CpuCard, KeysDerivedFromTheIssuerTableBehaveByteForByteLikeStoredKeys) {
 }
 
 TEST(CpuCard, HotStateIsSmallAndFilesComeOnFirstWrite) {
-  static_assert(sizeof(CpuCard) <= 256, "a city of 20 M cards");
+  static_assert(sizeof(CpuCard) <= 128, "fixed state of a card at rest");
   const IssuerKeyTable table({testing::issuer_keys()});
   CpuCard card(card_image(62, 1000), table, sim::Rng(1), CardProfile::jtt978());
-  EXPECT_EQ(card.heap_bytes(), 0u);
+  EXPECT_EQ(card.heap_bytes(), 0u) << "no keys, no files, not in a field";
   Psam psam(testing::psam_image());
   ASSERT_EQ(raw_purchase(card, psam, 1).debit.sw, sw::kOk);
-  const CardProfile& p = card.profile();
-  EXPECT_EQ(card.heap_bytes(), p.log_records * 23u) << "a simple purchase writes the log only";
+  card.reset();  // out of the field: the volatile state goes
+  const std::size_t one = card.heap_bytes();
+  EXPECT_GT(one, 0u);
+  EXPECT_LT(one, 23u) << "one packed log record is smaller than the record";
   ASSERT_EQ(raw_purchase(card, psam, 1, false,
                          {update_capp(0x00, protocol::sfi::kTravel, travel_record(1, 0))})
                 .debit.sw,
             sw::kOk);
-  EXPECT_EQ(card.heap_bytes(), p.log_records * 23u + p.travel_records * 48u);
+  card.reset();
+  EXPECT_GT(card.heap_bytes(), one);
+  EXPECT_LT(card.heap_bytes(), one + 23u + 48u) << "a packed log and travel record";
 }
 
 }  // namespace

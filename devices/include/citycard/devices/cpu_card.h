@@ -60,10 +60,10 @@
 // or the new one (journal rolled forward), never a mix. arm_power_cut() places that loss at a
 // chosen page write. Each page write costs CardProfile::eeprom_write_us.
 //
-// Memory: the hot state is fixed-size, no heap, at most 256 bytes (a test holds it there).
-// Each record file lives in a block allocated at its first write (a card that only ever makes
-// simple purchases holds the 0x18 log alone); the composite purchase cache is allocated per
-// session. With an IssuerKeyTable the card keeps no keys.
+// Memory (issue 3, <= 256 B a card): 96 B fixed; the record files packed in one heap block
+// (packed_files.h; full 0x18, 0x1E and a 0x1A record: ~150 B); personalisation interned; no
+// keys with an IssuerKeyTable. Volatile state (session, capp cache) exists only in a field
+// (reset() frees it); stored keys and a journal after a power cut live in a cold block.
 //
 // Not thread-safe; a card is in one field at a time.
 #pragma once
@@ -77,6 +77,7 @@
 
 #include "citycard/devices/card_keys.h"
 #include "citycard/devices/card_profile.h"
+#include "citycard/devices/packed_files.h"
 #include "citycard/devices/timing.h"
 #include "citycard/protocol/apdu.h"
 #include "citycard/protocol/bytes.h"
@@ -123,7 +124,7 @@ class CpuCard {
 
   // For DirectLink: the air interface, and how long the last command kept the chip busy.
   LinkTiming link_timing() const;
-  std::int64_t last_processing_us() const { return last_processing_us_; }
+  std::int64_t last_processing_us() const;
 
   std::uint32_t balance_fen() const { return purse_.balance_fen; }
   std::uint32_t overdraft_used_fen() const { return purse_.overdraft_used_fen; }
@@ -133,8 +134,8 @@ class CpuCard {
   Lock lock() const { return static_cast<Lock>(purse_.lock); }
   bool powered() const { return powered_; }
   const protocol::Serial8& serial() const { return serial_; }
-  protocol::Family family() const { return profile_->family; }
-  const CardProfile& profile() const { return *profile_; }
+  protocol::Family family() const { return class_->profile->family; }
+  const CardProfile& profile() const { return *class_->profile; }
   // The 0x18 log, newest first; the 0x1E travel records, newest first; a 0x1A record.
   std::vector<protocol::LogRecord> log() const;
   std::vector<Bytes> travel_records() const;
@@ -142,15 +143,16 @@ class CpuCard {
   // EEPROM page writes since personalisation (endurance: cards are specified for >= 100,000
   // transactions).
   std::uint64_t eeprom_page_writes() const { return eeprom_page_writes_; }
-  // Heap the card holds now (keys, files, capp cache), for memory accounting.
+  // Heap the card holds now (files; stored keys; while in a field its volatile state and the
+  // capp cache; a journal after a power cut), for memory accounting.
   std::size_t heap_bytes() const;
 
  private:
   enum class Session : std::uint8_t { kNone, kPurchase, kCapp, kLoad, kChallenge };
+  // The last transaction's proof; its counter is the card's counter of its kind minus one.
   struct Proof {
-    std::uint16_t counter = 0;  // counter the transaction used
-    std::uint8_t type = 0;      // txn::kPurchase, kCappPurchase or kLoadEp; 0: none
-    protocol::Mac4 mac{};       // MAC2
+    std::uint8_t type = 0;  // txn::kPurchase, kCappPurchase or kLoadEp; 0: none
+    protocol::Mac4 mac{};   // MAC2
     protocol::Mac4 tac{};
   };
   // All non-volatile state but the files: what one EEPROM transaction writes as a whole.
@@ -160,26 +162,21 @@ class CpuCard {
     std::uint16_t offline_counter = 0;
     std::uint16_t online_counter = 0;
     Proof proof;
-    std::uint8_t log_newest = 0;  // slot of record 1 when log_count > 0
-    std::uint8_t log_count = 0;
-    std::uint8_t travel_newest = 0;
-    std::uint8_t travel_count = 0;
     std::uint8_t pin_tries_left = 0;
     std::uint8_t lock = 0;  // Lock
     std::uint8_t pin_digits = 0;
     std::array<std::uint8_t, 6> pin_bcd{};
   };
-  // One file record a transaction writes along with the purse.
+  // One file record a transaction writes along with the purse (for the EEPROM page count).
   struct FileWrite {
     std::uint8_t sfi = 0;
-    std::uint8_t slot = 0;
-    const std::uint8_t* data = nullptr;
     std::uint8_t bytes = 0;
   };
   struct Commit {
     Purse purse;
     std::array<FileWrite, 3> writes{};
     std::uint8_t write_count = 0;
+    PackedCardFiles::Txn txn{};  // the records, when write_count > 0
   };
   struct Journal;    // a commit interrupted by a power cut, finished at reset()
   struct CappCache;  // records staged by UPDATE CAPP DATA CACHE
@@ -207,7 +204,7 @@ class CpuCard {
   // Writes `commit` as one EEPROM transaction; false if power failed during it (the card is
   // then silent and the command must not answer).
   bool commit(const Commit& commit);
-  void apply_write(const FileWrite& w);
+  PackedCardFiles::Context files_context(const Purse& p) const;
   void recover();
   std::uint32_t pages(std::size_t bytes) const;
   bool pin_matches(ByteView pin) const;
@@ -218,49 +215,53 @@ class CpuCard {
   bool within_validity(const protocol::DateTime7& dt) const;
   protocol::Random4 next_random();
   protocol::crypto::Key16 key(KeyUse use) const;
-  std::uint8_t* file_slot(std::uint8_t sfi, std::uint8_t slot);
-  const std::uint8_t* file_slot(std::uint8_t sfi, std::uint8_t slot) const;
-  std::size_t file_bytes(std::uint8_t sfi) const;
   bool blocked() const { return purse_.lock != 0; }
 
-  // Shared, immutable.
-  const CardProfile* profile_;
-  const IssuerKeyTable* key_table_ = nullptr;  // keys derived on demand, or
-  std::unique_ptr<const CardKeys> own_keys_;   // keys kept per card (cold)
+  // What cards of one product line and issuer share: interned, never freed.
+  struct Class {
+    const CardProfile* profile;
+    const IssuerKeyTable* keys;  // null: the card keeps its own keys (Cold)
+  };
+  static const Class* class_of(const CardProfile* profile, const IssuerKeyTable* keys);
+  // Personalisation fixed for the card's life, interned in InternTable::shared() as 22 bytes:
+  // issuer data(8) valid from(4) valid to(4) overdraft limit(3) key version algorithm type.
+  struct Perso {
+    std::array<std::uint8_t, 8> issuer_data{};
+    std::array<std::uint8_t, 4> valid_from{};
+    std::array<std::uint8_t, 4> valid_to{};
+    std::uint32_t overdraft_limit_fen = 0;
+    std::uint8_t key_version = 0;
+    protocol::crypto::Algorithm algorithm{};
+    protocol::CardType card_type{};
+  };
+  static constexpr std::size_t kPersoBytes = 22;
+  Perso perso() const;
+  const std::uint8_t* perso_bytes() const;
+  std::uint32_t overdraft_limit_fen() const;
+  std::uint8_t key_version() const;
+  protocol::crypto::Algorithm algorithm() const;
+  // Rare per-card state: the image's keys (constructor without a key table), a journal after
+  // a power cut, the personalisation if the intern table is full.
+  struct Cold;
+  // Volatile state, allocated when a command comes and dropped by reset() (a card out of the
+  // field keeps no RAM): selection, session, PIN state, the capp cache, the power-cut plan.
+  struct Field;
+  Field& field();
+  static std::unique_ptr<Field>& spare_field();  // one per thread, reused by the next tap
+  Cold& cold();
 
-  // Personalisation; fixed for the card's life.
-  protocol::Serial8 serial_;
-  std::array<std::uint8_t, 8> issuer_data_;
-  std::array<std::uint8_t, 4> valid_from_;
-  std::array<std::uint8_t, 4> valid_to_;
-  std::uint32_t overdraft_limit_fen_;
-  std::uint8_t key_version_;
-  protocol::crypto::Algorithm algorithm_;
-  protocol::CardType card_type_;
-
-  // Non-volatile.
-  Purse purse_;
-  // Records of 0x18, 0x1E, 0x1A; each null until first written (a simple purchase never writes
-  // 0x1E or 0x1A).
-  std::unique_ptr<std::uint8_t[]> log_file_;
-  std::unique_ptr<std::uint8_t[]> travel_file_;
-  std::unique_ptr<std::uint8_t[]> metro_file_;
-  std::unique_ptr<Journal> journal_;  // only after a power cut in a commit
-  std::uint64_t eeprom_page_writes_ = 0;
-
-  // Volatile, lost on reset().
-  std::unique_ptr<CappCache> capp_;
-  Session session_ = Session::kNone;
-  bool selected_ = false;
-  bool pin_verified_ = false;
-  bool powered_ = true;
-  std::uint32_t session_amount_fen_ = 0;
-  protocol::TerminalId session_terminal_{};
-  protocol::Random4 session_random_{};
-  std::int32_t power_cut_after_ = -1;  // armed page-write count, -1: none
-  std::uint32_t command_pages_ = 0;    // page writes of the command being processed
-  std::int32_t last_processing_us_ = 0;
+  const Class* class_;
+  std::unique_ptr<Cold> cold_;
+  std::unique_ptr<Field> field_;
+  // Non-volatile: records of 0x18, 0x1E, 0x1A, packed (packed_files.h); no heap until the
+  // first one.
+  PackedCardFiles files_;
   std::uint64_t rng_state_;  // splitmix64, seeded from the card's sim::Rng
+  protocol::Serial8 serial_;
+  std::uint32_t perso_id_;  // InternTable id, or InternTable::kFull (then in Cold)
+  std::uint32_t eeprom_page_writes_ = 0;
+  Purse purse_;
+  bool powered_ = true;
 };
 
 }  // namespace citycard::devices
