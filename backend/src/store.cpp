@@ -93,6 +93,23 @@ Query& Query::bind_blob(int index, ByteView blob) {
   return *this;
 }
 
+Query& Query::bind_view(int index, std::string_view text) {
+  if (slot_ == nullptr) return *this;
+  const int rc = sqlite3_bind_text64(slot_->stmt, index, text.data(), text.size(), SQLITE_STATIC,
+                                     SQLITE_UTF8);
+  if (rc != SQLITE_OK) (void)fail(rc, "bind");
+  return *this;
+}
+
+Query& Query::bind_blob_view(int index, ByteView blob) {
+  if (slot_ == nullptr) return *this;
+  static const std::uint8_t kEmpty = 0;  // a zero-length blob is a blob, not NULL
+  const void* data = blob.empty() ? &kEmpty : blob.data();
+  const int rc = sqlite3_bind_blob64(slot_->stmt, index, data, blob.size(), SQLITE_STATIC);
+  if (rc != SQLITE_OK) (void)fail(rc, "bind");
+  return *this;
+}
+
 Query& Query::bind_null(int index) {
   if (slot_ == nullptr) return *this;
   const int rc = sqlite3_bind_null(slot_->stmt, index);
@@ -114,6 +131,13 @@ Status Query::run() {
     if (!r.is_ok()) return r.status();
     if (!*r) return Status::ok();
   }
+}
+
+ByteView Query::column_blob_view(int column) const {
+  CITYCARD_CHECK(slot_ != nullptr, "column read of a query that failed to prepare");
+  const auto* p = static_cast<const std::uint8_t*>(sqlite3_column_blob(slot_->stmt, column));
+  const int n = sqlite3_column_bytes(slot_->stmt, column);
+  return p == nullptr ? ByteView() : ByteView(p, static_cast<std::size_t>(n));
 }
 
 bool Query::column_is_null(int column) const {

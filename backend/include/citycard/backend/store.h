@@ -89,6 +89,11 @@ class Query {
   Query& bind(int index, std::string_view text);
   Query& bind_blob(int index, ByteView blob);
   Query& bind_null(int index);
+  // Without copying: SQLite reads `text` / `blob` where it is, so it must stay alive and
+  // unchanged until this Query is destroyed (which clears the bindings). For hot paths that
+  // bind fields of objects outliving the statement (ingest's swipe insert).
+  Query& bind_view(int index, std::string_view text);
+  Query& bind_blob_view(int index, ByteView blob);
 
   // true: a row is ready to read; false: the statement is done.
   Result<bool> step();
@@ -99,6 +104,8 @@ class Query {
   std::int64_t column_int64(int column) const;
   std::string column_text(int column) const;
   Bytes column_blob(int column) const;
+  // The column's bytes where SQLite holds them: valid until the next step() or the Query's end.
+  ByteView column_blob_view(int column) const;
 
  private:
   friend class Store;
