@@ -95,8 +95,8 @@ Query& Query::bind_blob(int index, ByteView blob) {
 
 Query& Query::bind_view(int index, std::string_view text) {
   if (slot_ == nullptr) return *this;
-  const int rc = sqlite3_bind_text64(slot_->stmt, index, text.data(), text.size(), SQLITE_STATIC,
-                                     SQLITE_UTF8);
+  const int rc =
+      sqlite3_bind_text64(slot_->stmt, index, text.data(), text.size(), SQLITE_STATIC, SQLITE_UTF8);
   if (rc != SQLITE_OK) (void)fail(rc, "bind");
   return *this;
 }
