@@ -506,28 +506,30 @@ Result<Ingest::Verdict> Ingest::process_record(Work& w, const SwipeRecord& r) {
   bool inserted = false;
   {
     auto insert = store_.query(kInsertSwipe);
+    // Bound in place, without copies: `a`, the record, the registration and `suspicion` all
+    // outlive `insert`.
     insert.bind(1, std::int64_t{b.settlement_date})
-        .bind_blob(2, a.terminal)
+        .bind_blob_view(2, a.terminal)
         .bind(3, as_sql(b.batch_no))
-        .bind_blob(4, a.serial)
+        .bind_blob_view(4, a.serial)
         .bind(5, std::int64_t{a.counter})
         .bind(6, r.balance_before_fen())
         .bind(7, r.amount_fen())
         .bind(8, r.fare_full_fen())
         .bind(9, std::int64_t{a.type})
-        .bind_blob(10, a.datetime)
-        .bind_blob(11, a.tac)
+        .bind_blob_view(10, a.datetime)
+        .bind_blob_view(11, a.tac)
         .bind(12, std::int64_t{r.terminal_seq()})
         .bind(13, std::int64_t{a.key_version})
         .bind(14, static_cast<std::int64_t>(a.algorithm))
-        .bind(15, reg.operator_id)
-        .bind(16, r.route().empty() ? reg.route : r.route())
-        .bind(17, r.vehicle().empty() ? reg.vehicle : r.vehicle())
-        .bind(18, r.device().empty() ? reg.device_id : r.device())
-        .bind(19, r.driver())
+        .bind_view(15, reg.operator_id)
+        .bind_view(16, r.route().empty() ? reg.route : r.route())
+        .bind_view(17, r.vehicle().empty() ? reg.vehicle : r.vehicle())
+        .bind_view(18, r.device().empty() ? reg.device_id : r.device())
+        .bind_view(19, r.driver())
         .bind(20, std::int64_t{r.transfer_count()})
         .bind(21, std::int64_t{reasons.empty() ? 0 : 1})
-        .bind(22, suspicion);
+        .bind_view(22, suspicion);
     if (r.amount_fen() != 0 && w.posting_id) {
       insert.bind(23, *w.posting_id);
     } else {
@@ -698,7 +700,7 @@ Status Ingest::run_records(Work& w, const UploadBatch& batch, std::int64_t post_
                        .query("UPDATE cards SET balance_fen = balance_fen - ?2, "
                               "last_counter = max(coalesce(last_counter, -1), ?3) "
                               "WHERE serial = ?1")
-                       .bind_blob(1, cs.record.serial)
+                       .bind_blob_view(1, cs.record.serial)
                        .bind(2, cs.spent_fen)
                        .bind(3, std::int64_t{*cs.max_counter})
                        .run();

@@ -98,7 +98,7 @@ std::array<std::uint8_t, 8> issuer_data(protocol::Family family, const std::stri
 
 CardRecord card_from_row(const Query& q) {
   CardRecord c;
-  const Bytes serial = q.column_blob(0);
+  const ByteView serial = q.column_blob_view(0);
   if (serial.size() == c.serial.size()) std::copy(serial.begin(), serial.end(), c.serial.begin());
   c.card_number = q.column_text(1);
   c.family = static_cast<protocol::Family>(q.column_int64(2));
@@ -370,8 +370,10 @@ Result<protocol::PsamImage> Issuance::register_terminal(const TerminalParams& p)
 }
 
 Result<CardRecord> Issuance::card(const Serial8& serial) const {
-  auto q = store_.query(std::string(kCardColumns) + "WHERE serial = ?1");
-  q.bind_blob(1, serial);
+  // Built once: ingest reads a card per record.
+  static const std::string kBySerial = std::string(kCardColumns) + "WHERE serial = ?1";
+  auto q = store_.query(kBySerial);
+  q.bind_blob_view(1, serial);
   auto row = q.step();
   if (!row.is_ok()) return row.status();
   if (!*row) return Status(Errc::kNotFound, "unknown card " + to_hex(serial));

@@ -67,6 +67,7 @@ int run_server_process(const ServerProcessOptions& options, std::FILE* out, std:
   sim::WallClock clock;
   BackendOptions bo = options.backend;
   bo.key_seed = options.key_seed;
+  bo.store.checkpoint_in_background = true;  // no acknowledgement waits for a checkpoint
   bo.clock_origin_epoch2000_s = wall_clock_origin_epoch2000_s();
   auto be = Backend::open((data / "backend.db").string(), bo, clock);
   if (!be.is_ok()) {

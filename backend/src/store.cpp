@@ -2,6 +2,11 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 #include <utility>
 
 #include "citycard/protocol/check.h"
@@ -93,6 +98,23 @@ Query& Query::bind_blob(int index, ByteView blob) {
   return *this;
 }
 
+Query& Query::bind_view(int index, std::string_view text) {
+  if (slot_ == nullptr) return *this;
+  const int rc =
+      sqlite3_bind_text64(slot_->stmt, index, text.data(), text.size(), SQLITE_STATIC, SQLITE_UTF8);
+  if (rc != SQLITE_OK) (void)fail(rc, "bind");
+  return *this;
+}
+
+Query& Query::bind_blob_view(int index, ByteView blob) {
+  if (slot_ == nullptr) return *this;
+  static const std::uint8_t kEmpty = 0;  // a zero-length blob is a blob, not NULL
+  const void* data = blob.empty() ? &kEmpty : blob.data();
+  const int rc = sqlite3_bind_blob64(slot_->stmt, index, data, blob.size(), SQLITE_STATIC);
+  if (rc != SQLITE_OK) (void)fail(rc, "bind");
+  return *this;
+}
+
 Query& Query::bind_null(int index) {
   if (slot_ == nullptr) return *this;
   const int rc = sqlite3_bind_null(slot_->stmt, index);
@@ -114,6 +136,13 @@ Status Query::run() {
     if (!r.is_ok()) return r.status();
     if (!*r) return Status::ok();
   }
+}
+
+ByteView Query::column_blob_view(int column) const {
+  CITYCARD_CHECK(slot_ != nullptr, "column read of a query that failed to prepare");
+  const auto* p = static_cast<const std::uint8_t*>(sqlite3_column_blob(slot_->stmt, column));
+  const int n = sqlite3_column_bytes(slot_->stmt, column);
+  return p == nullptr ? ByteView() : ByteView(p, static_cast<std::size_t>(n));
 }
 
 bool Query::column_is_null(int column) const {
@@ -140,6 +169,78 @@ Bytes Query::column_blob(int column) const {
   return p == nullptr ? Bytes() : Bytes(p, p + n);
 }
 
+// ---- the background checkpointer -----------------------------------------------------------
+
+// Its own connection to the same file, and a thread that runs a PASSIVE checkpoint whenever the
+// writer's WAL hook says the WAL has reached the threshold. PASSIVE never takes the writer's
+// lock, so the writer's commits go on while it copies pages and fsyncs the database file.
+class Store::Checkpointer {
+ public:
+  Checkpointer(sqlite3* db, int threshold_pages) : db_(db), threshold_(threshold_pages) {
+    thread_ = std::thread([this] { run(); });
+  }
+  ~Checkpointer() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+    sqlite3_close(db_);
+  }
+
+  // The writer's WAL hook: after each commit, with the pages now in the WAL.
+  static int on_commit(void* self, sqlite3*, const char*, int wal_pages) {
+    auto* c = static_cast<Checkpointer*>(self);
+    if (wal_pages >= c->threshold_) {
+      {
+        std::lock_guard<std::mutex> lock(c->mu_);
+        c->wanted_ = true;
+      }
+      c->cv_.notify_one();
+    }
+    return SQLITE_OK;
+  }
+
+  std::uint64_t done() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return done_;
+  }
+  bool wait_for(std::uint64_t count, std::chrono::milliseconds timeout) const {
+    std::unique_lock<std::mutex> lock(mu_);
+    return done_cv_.wait_for(lock, timeout, [&] { return done_ >= count; });
+  }
+
+ private:
+  void run() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [this] { return wanted_ || stop_; });
+      if (stop_) return;
+      wanted_ = false;
+      lock.unlock();
+      int log = 0, copied = 0;
+      // BUSY (another checkpoint, a reader on an old snapshot) only means "not all of it this
+      // time": the next commit over the threshold asks again.
+      const int rc =
+          sqlite3_wal_checkpoint_v2(db_, "main", SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
+      lock.lock();
+      if (rc == SQLITE_OK) ++done_;
+      done_cv_.notify_all();
+    }
+  }
+
+  sqlite3* db_;
+  const int threshold_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  mutable std::condition_variable done_cv_;
+  bool wanted_ = false;
+  bool stop_ = false;
+  std::uint64_t done_ = 0;
+  std::thread thread_;
+};
+
 // ---- Store ---------------------------------------------------------------------------------
 
 Store::Store(sqlite3* db, std::string path, StoreOptions options)
@@ -148,7 +249,46 @@ Store::Store(sqlite3* db, std::string path, StoreOptions options)
 Store::~Store() {
   CITYCARD_CHECK(depth_ == 0, "a Transaction outlived its Store");
   cache_.clear();  // statements must be finalized before the connection closes
+  if (checkpointer_) {
+    sqlite3_wal_hook(db_, nullptr, nullptr);
+    checkpointer_.reset();  // its connection closes first: the last one to close tidies the WAL
+  }
   sqlite3_close(db_);
+}
+
+Status Store::start_checkpointer() {
+  sqlite3* db = nullptr;
+  const int rc =
+      sqlite3_open_v2(path_.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = "cannot open database " + path_ + " for checkpoints: " + sqlite3_errstr(rc);
+    sqlite3_close(db);
+    return Status(Errc::kIo, std::move(msg));
+  }
+  sqlite3_busy_timeout(db, options_.busy_timeout_ms);
+  // The checkpoint fsyncs the database file as the writer's synchronous setting asks.
+  const std::string sync =
+      std::string("PRAGMA synchronous=") + (options_.synchronous_off    ? "OFF"
+                                            : options_.synchronous_full ? "FULL"
+                                                                        : "NORMAL");
+  if (sqlite3_exec(db, sync.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK) {
+    sqlite3_close(db);
+    return Status(Errc::kIo, "cannot configure the checkpoint connection of " + path_);
+  }
+  checkpointer_ =
+      std::make_unique<Checkpointer>(db, std::max(1, options_.wal_autocheckpoint_pages));
+  // Replaces the automatic checkpoint (which is itself a WAL hook) on the writer's connection.
+  sqlite3_wal_hook(db_, &Checkpointer::on_commit, checkpointer_.get());
+  return Status::ok();
+}
+
+std::uint64_t Store::background_checkpoints() const {
+  return checkpointer_ ? checkpointer_->done() : 0;
+}
+
+bool Store::wait_for_background_checkpoints(std::uint64_t count,
+                                            std::chrono::milliseconds timeout) const {
+  return checkpointer_ && checkpointer_->wait_for(count, timeout);
 }
 
 Status Store::error(int rc, std::string_view what) const {
@@ -215,6 +355,9 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& path, StoreOptions
       // for every page. It holds one savepoint's pages and is emptied when it is released.
       "; PRAGMA temp_store=MEMORY;";
   if (Status s = store->exec(pragmas); !s.is_ok()) return s;
+  if (options.checkpoint_in_background && mode == "wal" && !options.exclusive_locking) {
+    if (Status s = store->start_checkpointer(); !s.is_ok()) return s;
+  }
   return store;
 }
 

@@ -204,6 +204,38 @@ TEST(Store, FileDatabaseIsWalFullSyncWithForeignKeysAndSurvivesReopen) {
   EXPECT_EQ(count_rows(*s), 1);
 }
 
+// The writer's commits do not checkpoint; the background connection does, and what it copied
+// into the database file is all of the WAL, and every commit is there after a reopen.
+TEST(Store, BackgroundCheckpointsCopyTheWalAndKeepEveryCommit) {
+  testing::TempDir dir;
+  const std::string path = dir.file("bg.db");
+  StoreOptions o;
+  o.checkpoint_in_background = true;
+  o.wal_autocheckpoint_pages = 8;
+  {
+    auto s = open_or_die(path, o);
+    ASSERT_TRUE(s->migrate(kTwoSteps).is_ok());
+    for (int i = 0; i < 200; ++i) {
+      auto txn = s->begin();
+      ASSERT_TRUE(txn.is_ok());
+      for (int j = 0; j < 20; ++j) ASSERT_TRUE(insert(*s, i * 100 + j).is_ok());
+      ASSERT_TRUE(txn->commit().is_ok());
+    }
+    ASSERT_TRUE(s->wait_for_background_checkpoints(1, std::chrono::seconds(20)));
+    EXPECT_GE(s->background_checkpoints(), 1u);
+    EXPECT_EQ(count_rows(*s), 4'000);
+  }
+  // A store without the option has no checkpointer, and the file holds every commit.
+  auto s = open_or_die(path);
+  EXPECT_EQ(s->background_checkpoints(), 0u);
+  EXPECT_FALSE(s->wait_for_background_checkpoints(1, std::chrono::milliseconds(0)));
+  ASSERT_TRUE(s->migrate(kTwoSteps).is_ok());
+  EXPECT_EQ(count_rows(*s), 4'000);
+  // In memory there is no WAL to checkpoint: the option is ignored.
+  auto m = open_or_die(":memory:", o);
+  EXPECT_EQ(m->background_checkpoints(), 0u);
+}
+
 TEST(Store, SimulationOptionsAreSyncOffExclusiveAndACloseReopenKeepsEveryCommit) {
   testing::TempDir dir;
   const std::string path = dir.file("sim.db");

@@ -50,6 +50,7 @@ citycard::load::Plan plan_to_proto(const LoadPlan& plan) {
   p.set_queue_records_max(static_cast<std::uint32_t>(k.queue_records_max));
   p.set_retry_us(k.retry_us);
   p.set_drain_us(k.drain_us);
+  p.set_aligned_uploads(k.aligned_uploads);
   return p;
 }
 
@@ -73,6 +74,7 @@ Result<LoadPlan> plan_from_proto(const citycard::load::Plan& p, std::int64_t thr
   k.queue_records_max = p.queue_records_max();
   k.retry_us = p.retry_us();
   k.drain_us = p.drain_us();
+  k.aligned_uploads = p.aligned_uploads();
   std::vector<sim::RateSegment> segments;
   for (const auto& s : p.curve()) segments.push_back({s.start_us(), s.end_us(), s.per_s()});
   auto curve = sim::RateCurve::make(std::move(segments));

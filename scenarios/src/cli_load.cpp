@@ -98,6 +98,8 @@ int cmd_load(const std::vector<std::string>& args) {
     ("threads", po::value<std::int64_t>(), "load-generating worker threads (default 1)")
     ("batch-size", po::value<std::int64_t>(), "records per upload batch (default 100)")
     ("upload-interval", po::value<std::string>(), "a record waits at most this for its upload (1s)")
+    ("aligned-uploads", "every bus uploads in phase, in waves (default: each bus on its own "
+                        "timer from a random phase)")
     ("timeout", po::value<std::string>(), "per request (5s)")
     ("window", po::value<std::string>(), "reporting window (1s)")
     ("late", po::value<std::string>(), "a send later than this after its plan counts late (1ms)")
@@ -160,6 +162,7 @@ int cmd_load(const std::vector<std::string>& args) {
   if (vm.count("in-flight-max")) ov.in_flight_max = vm["in-flight-max"].as<std::int64_t>();
   if (vm.count("cards")) ov.cards = vm["cards"].as<std::int64_t>();
   if (vm.count("buses")) ov.buses = vm["buses"].as<std::int64_t>();
+  if (vm.count("aligned-uploads")) ov.aligned_uploads = true;
   if (!duration_option(vm, "duration", ov.duration_us) ||
       !duration_option(vm, "upload-interval", ov.upload_interval_us) ||
       !duration_option(vm, "timeout", ov.timeout_us) ||

@@ -49,6 +49,7 @@ class EmbeddedBackend {
     bo.key_seed = plan.knobs.seed;
     bo.clock_origin_epoch2000_s = city_calendar_origin(e->clock_);
     bo.store.synchronous_full = durable;
+    bo.store.checkpoint_in_background = true;  // as `citycard backend`
     auto be = backend::Backend::open(data_dir + "/backend.db", bo, e->clock_);
     if (!be) return R(be.status());
     e->backend_ = std::move(be).value();

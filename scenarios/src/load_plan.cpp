@@ -307,6 +307,7 @@ void apply_overrides(LoadKnobs& k, const LoadOverrides& o) {
   if (o.threads) k.threads = *o.threads;
   if (o.batch_size) k.batch_size = *o.batch_size;
   if (o.upload_interval_us) k.upload_interval_us = *o.upload_interval_us;
+  if (o.aligned_uploads) k.aligned_uploads = *o.aligned_uploads;
   if (o.timeout_us) k.timeout_us = *o.timeout_us;
   if (o.window_us) k.window_us = *o.window_us;
   if (o.late_us) k.late_us = *o.late_us;
@@ -402,6 +403,7 @@ nlohmann::json LoadKnobs::to_json() const {
           {"threads", threads},
           {"batch_size", batch_size},
           {"upload_interval_ms", static_cast<double>(upload_interval_us) / 1e3},
+          {"aligned_uploads", aligned_uploads},
           {"timeout_ms", static_cast<double>(timeout_us) / 1e3},
           {"window_ms", static_cast<double>(window_us) / 1e3},
           {"late_ms", static_cast<double>(late_us) / 1e3},

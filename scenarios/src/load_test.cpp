@@ -13,11 +13,13 @@
 
 #include "citycard/protocol/wire.h"
 #include "citycard/reports/report.h"
+#include "citycard/sim/rng.h"
 #include "citycard/sim/zmq_transport.h"
 #include "load_city.h"
 #include "load_local.h"
 #include "load_ops.h"
 #include "load_stats.h"
+#include "load_worker.h"
 #include "test_process.h"
 
 namespace citycard::scenarios {
@@ -109,6 +111,40 @@ TEST(LoadPlan, CommandLineOverridesTheScenario) {
   // From describe{ load = ... }, not overridden.
   EXPECT_EQ(plan->knobs.batch_size, 20);
   EXPECT_EQ(plan->knobs.upload_interval_us, 200'000);
+}
+
+TEST(LoadPlan, AlignedUploadsIsAKnobOffByDefault) {
+  const std::string dir = temp_dir("plan-aligned");
+  auto plan = read_load_plan(small_scenario(dir), dir, LoadOverrides{});
+  ASSERT_TRUE(plan.is_ok()) << plan.status().to_string();
+  EXPECT_FALSE(plan->knobs.aligned_uploads);  // each bus on its own timer unless asked
+  LoadOverrides o;
+  o.aligned_uploads = true;
+  plan = read_load_plan(small_scenario(dir), dir, o);
+  ASSERT_TRUE(plan.is_ok()) << plan.status().to_string();
+  EXPECT_TRUE(plan->knobs.aligned_uploads);
+  EXPECT_TRUE(plan->to_json()["knobs"]["aligned_uploads"].get<bool>());
+}
+
+// A bus's uploads fall due on its own timer ticks: never before the oldest record, at most one
+// interval after it, and always on the bus's phase.
+TEST(LoadWorker, UploadTicksKeepTheBusPhaseAndWaitAtMostOneInterval) {
+  constexpr std::int64_t kInterval = 1'000'000;
+  EXPECT_EQ(upload_tick_at_or_after(250'000, kInterval, 0), 250'000);
+  EXPECT_EQ(upload_tick_at_or_after(250'000, kInterval, 250'000), 250'000);  // on a tick
+  EXPECT_EQ(upload_tick_at_or_after(250'000, kInterval, 250'001), 1'250'000);
+  EXPECT_EQ(upload_tick_at_or_after(250'000, kInterval, 7'900'000), 8'250'000);
+  EXPECT_EQ(upload_tick_at_or_after(250'000, kInterval, -1'500'000), -750'000);  // before phase
+  EXPECT_EQ(upload_tick_at_or_after(0, kInterval, 3'000'000), 3'000'000);
+  sim::Rng rng(7);
+  for (int i = 0; i < 1000; ++i) {
+    const auto phase = static_cast<std::int64_t>(rng.uniform(kInterval));
+    const auto t = static_cast<std::int64_t>(rng.uniform(100 * kInterval)) - 50 * kInterval;
+    const std::int64_t due = upload_tick_at_or_after(phase, kInterval, t);
+    EXPECT_GE(due, t);
+    EXPECT_LT(due - t, kInterval);
+    EXPECT_EQ(((due - phase) % kInterval + kInterval) % kInterval, 0);
+  }
 }
 
 TEST(LoadPlan, WithoutARateThePhasesAreCompressedAsTheyAre) {

@@ -53,6 +53,14 @@ protocol::PsamImage psam_image(const citycard::load::Terminal& t) {
   return img;
 }
 
+std::int64_t upload_tick_at_or_after(std::int64_t phase_us, std::int64_t interval_us,
+                                     std::int64_t t_us) {
+  const std::int64_t since = t_us - phase_us;
+  std::int64_t ticks = since / interval_us;
+  if (ticks * interval_us < since) ++ticks;  // the ceiling (since may be negative: / truncates)
+  return phase_us + ticks * interval_us;
+}
+
 struct Worker::Bus {
   std::unique_ptr<devices::Psam> psam;
   std::unique_ptr<BusChannel> channel;
@@ -62,6 +70,7 @@ struct Worker::Bus {
   std::size_t batch_op = kUploadIndex;  // and whose stats it counts in (upload or flush)
   std::int64_t retry_at_us = 0;
   std::int64_t timer_at_us = kNever;
+  std::int64_t phase_us = 0;  // its upload timer fires at phase_us + k * upload_interval_us
 };
 
 // The bus validator's link to the backend: its uploads go through the worker's socket.
@@ -116,6 +125,8 @@ Status Worker::prepare() {
   }
   buses_.clear();
   terminal_ids_.clear();
+  // Each bus's upload timer has its own phase, as a fleet's validators do (and the World's).
+  sim::Rng phases = root_.fork("upload-phases");
   for (const auto& t : share_.terminals()) {
     if (t.terminal_id().size() != 6 || t.purchase_master().size() != 16 ||
         t.batch_key().size() != 16) {
@@ -124,6 +135,8 @@ Status Worker::prepare() {
     auto bus = std::make_unique<Bus>();
     bus->psam = std::make_unique<devices::Psam>(psam_image(t));
     bus->channel = std::make_unique<BusChannel>(*this, buses_.size());
+    bus->phase_us = static_cast<std::int64_t>(
+        phases.uniform(static_cast<std::uint64_t>(knobs_.upload_interval_us)));
     devices::BusValidatorConfig vc;
     vc.device_id = t.device_id();
     vc.operator_id = t.operator_id();
@@ -263,7 +276,13 @@ std::optional<std::int64_t> Worker::batch_due(const Bus& bus) const {
   if (p.empty()) return std::nullopt;
   const auto full = static_cast<std::size_t>(knobs_.batch_size);
   if (p.size() >= full) return p[full - 1];
-  std::int64_t due = p.front() + knobs_.upload_interval_us;
+  const std::int64_t interval = knobs_.upload_interval_us;
+  std::int64_t due = p.front() + interval;
+  if (!knobs_.aligned_uploads) {
+    // The bus's first timer tick at or after its oldest record: that record waits at most the
+    // interval, and buses tick out of phase with each other.
+    due = upload_tick_at_or_after(bus.phase_us, interval, p.front());
+  }
   if (draining_) due = std::min(due, schedule_end_us_);
   return due;
 }

@@ -6,7 +6,10 @@
 // random bus of its share (a real purchase: card and PSAM models, MAC1/MAC2/TAC) and the record
 // joins the bus's upload queue; a request op sends one request. A bus uploads a batch when it
 // becomes due — when it holds a full batch (due at the planned time of the tap that filled
-// it), or when its oldest record has waited upload_interval_us — and the batch's latency runs
+// it), or at the bus's upload timer's first tick after its oldest record (each bus ticks every
+// upload_interval_us from its own random phase, so a fleet's uploads spread over the interval;
+// with aligned_uploads, when its oldest record has waited upload_interval_us, which puts a
+// fleet started together in phase) — and the batch's latency runs
 // from that due time to its acknowledgement, across re-sends, so a batch held back by a slow
 // backend (a bus keeps one batch in flight) is charged for the wait. After the schedule ends
 // every bus uploads what it holds (due at the schedule's end) and the worker waits for the
@@ -49,6 +52,11 @@ namespace citycard::scenarios {
 // The city's cards and buses as the devices' models take them.
 protocol::CardImage card_image(const citycard::load::Card& card);
 protocol::PsamImage psam_image(const citycard::load::Terminal& terminal);
+
+// A bus's upload timer ticks at phase_us + k * interval_us (any integer k): its first tick at
+// or after `t_us`, so a record tapped at t_us waits at most interval_us. interval_us > 0.
+std::int64_t upload_tick_at_or_after(std::int64_t phase_us, std::int64_t interval_us,
+                                     std::int64_t t_us);
 
 class Worker {
  public:

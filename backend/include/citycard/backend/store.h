@@ -17,9 +17,12 @@
 //
 // Threads: a Store is used by one thread at a time (the Backend's caller), so the connection is
 // opened without SQLite's own mutex (SQLITE_OPEN_NOMUTEX). Queries and Transactions must not
-// outlive their Store.
+// outlive their Store. With checkpoint_in_background the Store owns one more thread, with its
+// own connection, that only checkpoints the WAL; background_checkpoints() and
+// wait_for_background_checkpoints() may be called from any thread.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -60,6 +63,14 @@ struct StoreOptions {
   // WAL's index lives in heap memory instead of the -shm file. No other connection (not even
   // the sqlite3 shell) can open the database while this Store is open.
   bool exclusive_locking = false;
+  // Checkpoints on a thread of their own, with a second connection, instead of in the commit
+  // that crosses wal_autocheckpoint_pages: the writer's commits then never wait for the
+  // checkpoint's writes to the database file and its fsync (a latency spike for whichever
+  // acknowledgement happened to trigger it). A PASSIVE checkpoint is started each time a
+  // commit leaves at least wal_autocheckpoint_pages in the WAL. Durability is unchanged (a
+  // commit is durable once in the WAL). Ignored for ":memory:" and with exclusive_locking.
+  // `citycard backend` and `citycard load`'s embedded backend turn it on.
+  bool checkpoint_in_background = false;
 
   // What a virtual-time simulation that owns its database file wants (the scenarios' World):
   // synchronous OFF, exclusive locking, a 256 MiB cache and a 64 MiB WAL between checkpoints.
@@ -89,6 +100,11 @@ class Query {
   Query& bind(int index, std::string_view text);
   Query& bind_blob(int index, ByteView blob);
   Query& bind_null(int index);
+  // Without copying: SQLite reads `text` / `blob` where it is, so it must stay alive and
+  // unchanged until this Query is destroyed (which clears the bindings). For hot paths that
+  // bind fields of objects outliving the statement (ingest's swipe insert).
+  Query& bind_view(int index, std::string_view text);
+  Query& bind_blob_view(int index, ByteView blob);
 
   // true: a row is ready to read; false: the statement is done.
   Result<bool> step();
@@ -99,6 +115,8 @@ class Query {
   std::int64_t column_int64(int column) const;
   std::string column_text(int column) const;
   Bytes column_blob(int column) const;
+  // The column's bytes where SQLite holds them: valid until the next step() or the Query's end.
+  ByteView column_blob_view(int column) const;
 
  private:
   friend class Store;
@@ -153,11 +171,20 @@ class Store {
   const std::string& path() const { return path_; }
   std::size_t cached_statements() const { return cache_.size(); }
 
+  // With checkpoint_in_background: checkpoints the background thread has completed, and a
+  // wait (on a condition variable) until at least `count` have, or `timeout`; false on timeout
+  // or when there is no background checkpointer.
+  std::uint64_t background_checkpoints() const;
+  bool wait_for_background_checkpoints(std::uint64_t count,
+                                       std::chrono::milliseconds timeout) const;
+
  private:
   friend class Query;
+  class Checkpointer;
   Store(sqlite3* db, std::string path, StoreOptions options);
   Status error(int rc, std::string_view what) const;
   void end_transaction(int depth, bool commit, Status* result);
+  Status start_checkpointer();
 
   sqlite3* db_;
   std::string path_;
@@ -171,6 +198,7 @@ class Store {
   };
   std::unordered_map<std::string, std::unique_ptr<Query::Slot>, SqlHash, std::equal_to<>> cache_;
   int depth_ = 0;
+  std::unique_ptr<Checkpointer> checkpointer_;  // stopped before db_ closes
 };
 
 }  // namespace citycard::backend

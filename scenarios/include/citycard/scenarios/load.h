@@ -51,6 +51,11 @@ struct LoadKnobs {
   std::int64_t threads = 1;                     // workers in this process (or agent)
   std::int64_t batch_size = 100;                // records per upload batch
   std::int64_t upload_interval_us = 1'000'000;  // a record waits at most this before upload
+  // Each bus uploads on its own timer, every upload_interval_us from a random phase (as real
+  // validators, and the World's buses, do), so a fleet's uploads spread over the interval.
+  // true: every bus's timer starts from its first tap, so a fleet started together uploads
+  // in phase, in waves (what the generator did before; kept to compare).
+  bool aligned_uploads = false;
   std::int64_t timeout_us = 5'000'000;          // per request
   std::int64_t window_us = 1'000'000;           // reporting window
   std::int64_t late_us = 1'000;                 // a send later than this after its plan is late
@@ -74,6 +79,7 @@ struct LoadOverrides {
   std::optional<std::int64_t> threads;
   std::optional<std::int64_t> batch_size;
   std::optional<std::int64_t> upload_interval_us;
+  std::optional<bool> aligned_uploads;
   std::optional<std::int64_t> timeout_us;
   std::optional<std::int64_t> window_us;
   std::optional<std::int64_t> late_us;
