@@ -202,6 +202,7 @@ int l_city(lua_State* L) {
     lua_pop(L, 1);
     cfg.upload_interval_us = opt_int_field(L, 1, "upload_interval_s", 60) * 1'000'000;
     cfg.trace_apdus = opt_bool_field(L, 1, "trace_apdus", false);
+    cfg.certificates = opt_bool_field(L, 1, "certificates", false);
     cfg.batch_size_max = opt_int_field(L, 1, "batch_size", cfg.batch_size_max);
     cfg.commit_interval_us =
         opt_int_field(L, 1, "commit_interval_ms", cfg.commit_interval_us / 1000) * 1000;
@@ -213,6 +214,7 @@ int l_city(lua_State* L) {
     knobs["city.buses_per_route"] = cfg.buses_per_route;
     knobs["city.fare_fen"] = cfg.fare_fen;
     if (cfg.taxis > 0) knobs["city.taxis"] = cfg.taxis;
+    if (cfg.certificates) knobs["city.certificates"] = true;
     const bool typed = cfg.card_mix != CityConfig{}.card_mix ||
                        cfg.card_discount_bp != CityConfig{}.card_discount_bp;
     for (std::size_t t = 0; typed && t < 4; ++t) {
@@ -321,6 +323,10 @@ int l_stats(lua_State* L) {
     set_int(L, "taxi_amount_fen", s.taxi_amount_fen);
     set_int(L, "taxi_refusals", static_cast<std::int64_t>(s.taxi_refusals));
     set_int(L, "power_losses", static_cast<std::int64_t>(s.power_losses));
+    set_int(L, "refused_requests", static_cast<std::int64_t>(s.refused_requests));
+    set_int(L, "refused_uploads", static_cast<std::int64_t>(s.refused_uploads));
+    set_int(L, "revocations", static_cast<std::int64_t>(s.revocations));
+    set_int(L, "recommissions", static_cast<std::int64_t>(s.recommissions));
     // by_type = { adult = { cards =, swipes =, amount_fen = }, student = ..., ... }
     lua_createtable(L, 0, 4);
     for (std::size_t t = 0; t < 4; ++t) {
@@ -728,8 +734,77 @@ int l_buses(lua_State* L) {
       set_int(L, "blacklist_size", static_cast<std::int64_t>(b.blacklist_size));
       set_int(L, "params_version", static_cast<std::int64_t>(b.params_version));
       set_int(L, "queued_records", static_cast<std::int64_t>(b.queued_records));
+      lua_pushstring(L, b.last_failure.c_str());
+      lua_setfield(L, -2, "last_failure");
       lua_rawseti(L, -2, ++i);
     }
+    return 1;
+  });
+}
+
+// revoke { terminal = "R2-B3", reason = "key_compromise" }
+int l_revoke(lua_State* L) {
+  return guarded(L, [&] {
+    require_table(L, "revoke");
+    ScenarioContext& c = ctx(L);
+    const std::string terminal = opt_string_field(L, 1, "terminal", "");
+    if (terminal.empty()) throw std::invalid_argument("revoke needs a terminal (\"R1-B2\", \"T3\")");
+    const std::string reason = opt_string_field(L, 1, "reason", "key_compromise");
+    static const std::pair<const char*, backend::RevocationReason> kReasons[] = {
+        {"unspecified", backend::RevocationReason::kUnspecified},
+        {"key_compromise", backend::RevocationReason::kKeyCompromise},
+        {"affiliation_changed", backend::RevocationReason::kAffiliationChanged},
+        {"superseded", backend::RevocationReason::kSuperseded},
+        {"cessation_of_operation", backend::RevocationReason::kCessationOfOperation}};
+    const auto* found = std::find_if(std::begin(kReasons), std::end(kReasons),
+                                     [&](const auto& r) { return reason == r.first; });
+    if (found == std::end(kReasons)) {
+      throw std::invalid_argument("revoke: unknown reason '" + reason +
+                                  "' (unspecified, key_compromise, affiliation_changed, "
+                                  "superseded, cessation_of_operation)");
+    }
+    check(c.world.revoke(terminal, found->second));
+    c.summary.knobs["operator.revocations"].push_back(
+        {{"t_us", c.world.loop().now_us()}, {"terminal", terminal}, {"reason", reason}});
+    return 0;
+  });
+}
+
+// recommission "R2-B3": new keys and a new certificate for the terminal
+int l_recommission(lua_State* L) {
+  return guarded(L, [&] {
+    ScenarioContext& c = ctx(L);
+    if (lua_type(L, 1) != LUA_TSTRING) {
+      throw std::invalid_argument("recommission takes a terminal (\"R1-B2\", \"T3\")");
+    }
+    const std::string terminal = lua_tostring(L, 1);
+    check(c.world.recommission(terminal));
+    c.summary.knobs["operator.recommissions"].push_back(
+        {{"t_us", c.world.loop().now_us()}, {"terminal", terminal}});
+    return 0;
+  });
+}
+
+// certificate "R2-B3" -> { subject_id=, serial=, revoked=, verifies=, why=, pem= }
+int l_certificate(lua_State* L) {
+  return guarded(L, [&] {
+    if (lua_type(L, 1) != LUA_TSTRING) {
+      throw std::invalid_argument("certificate takes a terminal (\"R1-B2\", \"T3\")");
+    }
+    const CertificateView v = value_or_throw(ctx(L).world.certificate(lua_tostring(L, 1)));
+    lua_createtable(L, 0, 6);
+    lua_pushstring(L, v.subject_id.c_str());
+    lua_setfield(L, -2, "subject_id");
+    lua_pushstring(L, v.serial_hex.c_str());
+    lua_setfield(L, -2, "serial");
+    lua_pushboolean(L, v.revoked);
+    lua_setfield(L, -2, "revoked");
+    lua_pushboolean(L, v.verifies);
+    lua_setfield(L, -2, "verifies");
+    lua_pushstring(L, v.why.c_str());
+    lua_setfield(L, -2, "why");
+    lua_pushstring(L, v.pem.c_str());
+    lua_setfield(L, -2, "pem");
     return 1;
   });
 }
@@ -829,6 +904,9 @@ void install_api(LuaSandbox& sandbox, ScenarioContext& context) {
       {"fare_table", l_fare_table},
       {"buses", l_buses},
       {"tap", l_tap},
+      {"revoke", l_revoke},
+      {"recommission", l_recommission},
+      {"certificate", l_certificate},
       {"card_serial", l_card_serial},
       {"settle", l_settle},
       {"card_check", l_card_check},

@@ -244,6 +244,29 @@ TEST_F(Runner, BadApiArgumentsAreScriptErrorsWithLine) {
   EXPECT_NE(p.summary.error.find("before the city's start"), std::string::npos);
 }
 
+TEST_F(Runner, BadRevocationArgumentsAreScriptErrorsWithLine) {
+  auto plain = run(scenario("revoke_plain.lua", std::string(kSmallCity) +
+                                                    "revoke { terminal = 'R1-B1' }\n"),
+                   1, "revoke_plain");
+  EXPECT_EQ(plain.exit_code, kExitUsageOrScript);
+  EXPECT_NE(plain.summary.error.find("certificates = true"), std::string::npos)
+      << plain.summary.error;
+  const std::string pki_city =
+      "city { cards = { count = 10 }, routes = { count = 1, buses_per_route = 1 },"
+      " certificates = true }\n";
+  auto reason = run(scenario("revoke_reason.lua",
+                             pki_city + "revoke { terminal = 'R1-B1', reason = 'bored' }\n"),
+                    1, "revoke_reason");
+  EXPECT_EQ(reason.exit_code, kExitUsageOrScript);
+  EXPECT_NE(reason.summary.error.find("revoke_reason.lua:2:"), std::string::npos)
+      << reason.summary.error;
+  EXPECT_NE(reason.summary.error.find("unknown reason 'bored'"), std::string::npos);
+  auto who = run(scenario("revoke_who.lua", pki_city + "recommission 'R7-B1'\n"), 1, "who");
+  EXPECT_NE(who.summary.error.find("no terminal 'R7-B1'"), std::string::npos)
+      << who.summary.error;
+  EXPECT_TRUE(who.summary.ledger_balanced);
+}
+
 TEST_F(Runner, NoExpectationIsNotAPass) {
   auto o = run(scenario("empty.lua", "describe { name = 'empty' }\n"), 1, "run");
   EXPECT_NE(o.exit_code, kExitPass);
@@ -357,7 +380,8 @@ INSTANTIATE_TEST_SUITE_P(Library, LibraryScenario,
                                            LibraryCase{"settlement_month", "bank_drops_file"},
                                            LibraryCase{"tearing_storm", "retap_elsewhere"},
                                            LibraryCase{"rush_hour_ci", "ack_on_failure"},
-                                           LibraryCase{"taxi_shift", "taxi_log_in_ram"}),
+                                           LibraryCase{"taxi_shift", "taxi_log_in_ram"},
+                                           LibraryCase{"cert_revocation", "ignore_revocation"}),
                          [](const auto& info) { return std::string(info.param.scenario) + "_" + info.param.defect;
                          });
 

@@ -9,6 +9,7 @@
 
 #include "citycard/devices/fare_policy.h"
 #include "citycard/devices/purchase.h"
+#include "citycard/backend/server.h"
 #include "citycard/protocol/wire.h"
 
 namespace citycard::scenarios {
@@ -142,33 +143,29 @@ class World::TracingChannel final : public sim::Channel {
   std::string terminal_;
 };
 
-// The network's view of the backend: the service while the backend is up, silence while it is
-// down (a crashed server answers nothing; clients time out). With a commit interval, requests
-// are handled inside one open transaction (each request's own transaction is a savepoint in
-// it) and their answers wait for its commit: no answer leaves before what it acknowledges is
-// in the file, so a crash between handling and commit loses only unanswered requests.
-class World::BackendProxy final : public sim::RequestHandler {
+// Group commit in the embedded backend (CityConfig::commit_interval_us): requests are handled
+// inside one open transaction (each request's own transaction is a savepoint in it) and their
+// answers wait for its commit: no answer leaves before what it acknowledges is in the file, so
+// a crash between handling and commit loses only unanswered requests. One per World, shared
+// by every terminal's endpoint.
+class World::GroupCommit {
  public:
-  explicit BackendProxy(World& world) : world_(world) {}
-  Bytes handle(ByteView request) override {
-    if (!world_.backend_up_) return {};
-    return world_.backend_->service().handle(request);
-  }
+  using DeferredReply = sim::RequestHandler::DeferredReply;
+  explicit GroupCommit(World& world) : world_(world) {}
 
-  void handle_deferred(ByteView request, DeferredReply reply) override {
-    if (!world_.backend_up_) return reply({});
+  void run(const std::function<Bytes()>& handle, DeferredReply reply) {
     const std::int64_t interval = world_.config_.commit_interval_us;
-    if (interval <= 0) return reply(handle(request));
+    if (interval <= 0) return reply(handle());
     if (!group_) {
       auto tx = world_.backend_->store().begin();
-      if (!tx) return reply(handle(request));  // no group: this request commits on its own
+      if (!tx) return reply(handle());  // no group: this request commits on its own
       group_.emplace(std::move(tx).value());
       const std::uint64_t generation = ++generation_;
       world_.loop_.schedule_after(interval, [this, generation] {
         if (generation == generation_) commit(true);
       });
     }
-    waiting_.emplace_back(handle(request), std::move(reply));
+    waiting_.emplace_back(handle(), std::move(reply));
     if (waiting_.size() >= CityConfig::kCommitGroupMax) commit(true);
   }
 
@@ -209,6 +206,63 @@ class World::BackendProxy final : public sim::RequestHandler {
   std::uint64_t generation_ = 0;  // a commit timer of an earlier group does nothing
 };
 
+// The network's view of the backend for one terminal: the service while the backend is up,
+// silence while it is down (a crashed server answers nothing; clients time out). With
+// certificates, each request first passes the check the ZeroMQ server makes (server.h): the
+// certificate the terminal connected with (its holder, as CurveDirectory::admit named it at
+// the handshake) must still be good; else ErrorReply UNAUTHENTICATED. Answers go through the
+// World's group commit.
+class World::Endpoint final : public sim::RequestHandler {
+ public:
+  Endpoint(World& world, std::string name, std::string terminal_id)
+      : name(std::move(name)), terminal_id(std::move(terminal_id)), world_(world) {}
+
+  Bytes handle(ByteView request) override {
+    if (!world_.backend_up_) return {};
+    if (world_.ca_ && !world_.defect("ignore_revocation")) {
+      Status s = holder.empty() ? Status(Errc::kRejected, "no certificate")
+                                : world_.ca_->directory()->still_valid(
+                                      holder, world_.ca_->now_unix_s());
+      if (!s) return refuse(request, s);
+    }
+    return world_.backend_->service().handle(request);
+  }
+
+  void handle_deferred(ByteView request, DeferredReply reply) override {
+    if (!world_.backend_up_ || !world_.group_commit_) return reply(handle(request));
+    world_.group_commit_->run([&] { return handle(request); }, std::move(reply));
+  }
+
+  const std::string name;         // vehicle or plate
+  const std::string terminal_id;  // 12 hex digits: the certificate's subject id
+  std::string holder;             // "terminal:<id>#<serial>" (empty: none)
+  std::string serial;
+
+ private:
+  // The refusal, counted and traced. The reason names the terminal, not the serial: serials
+  // are random and the trace must not depend on them.
+  Bytes refuse(ByteView request, const Status& why) {
+    const std::string& m = why.message();
+    std::string reason = "the certificate of terminal " + name + " (" + terminal_id + ") ";
+    if (m.find("revoked") != std::string::npos) {
+      reason += "has been revoked";
+    } else if (m.find("expired") != std::string::npos) {
+      reason += "has expired";
+    } else {
+      reason = "terminal " + name + " (" + terminal_id + ") has no valid certificate";
+    }
+    const bool upload = backend::peek_frame(request).body_field == kUploadField;
+    ++world_.stats_.refused_requests;
+    if (upload) ++world_.stats_.refused_uploads;
+    world_.trace_.event(world_.loop_.now_us(), "request_refused",
+                        {{"terminal", name}, {"upload", upload}, {"why", reason}});
+    return backend::refusal_reply(request, sim::Refusal::kPeerNotAllowed, reason);
+  }
+
+  static constexpr int kUploadField = 10;  // Envelope.upload (backend::FramePeek)
+  World& world_;
+};
+
 World::World(std::uint64_t seed, reports::TraceWriter& trace, std::string db_path)
     : seed_(seed),
       trace_(trace),
@@ -219,11 +273,11 @@ World::World(std::uint64_t seed, reports::TraceWriter& trace, std::string db_pat
 
 World::~World() {
   // A clean end: what the backend handled is committed (nobody is left to answer).
-  if (proxy_ && backend_up_) proxy_->commit(false);
+  if (group_commit_ && backend_up_) group_commit_->commit(false);
 }
 
 void World::commit_pending() {
-  if (proxy_ && backend_up_) proxy_->commit(true);
+  if (group_commit_ && backend_up_) group_commit_->commit(true);
 }
 
 Status World::build(const CityConfig& config) {
@@ -233,7 +287,7 @@ Status World::build(const CityConfig& config) {
   for (std::int64_t bp : config.card_discount_bp) discounts_on_ |= bp > 0;
 
   if (Status s = open_backend(); !s) return s;
-  proxy_ = std::make_unique<BackendProxy>(*this);
+  group_commit_ = std::make_unique<GroupCommit>(*this);
   faults_.network = config.network;
   network_ = std::make_unique<sim::SimNetwork>(loop_, rng_.fork("network"), config.network);
 
@@ -286,7 +340,9 @@ Status World::build(const CityConfig& config) {
       auto bus = std::make_unique<Bus>();
       bus->clock = std::make_unique<sim::DriftingClock>(loop_);
       bus->psam = std::make_unique<devices::Psam>(*psam_image);
-      bus->channel = std::make_unique<TracingChannel>(network_->connect(*proxy_, tp.device_id),
+      auto endpoint = connect_terminal(vehicle, *psam_image);
+      if (!endpoint) return endpoint.status();
+      bus->channel = std::make_unique<TracingChannel>(network_->connect(**endpoint, tp.device_id),
                                                       *this, vehicle);
       devices::BusValidatorConfig vc;
       vc.device_id = tp.device_id;
@@ -313,7 +369,9 @@ Status World::build(const CityConfig& config) {
     auto psam_image = backend_->register_terminal(tp);
     if (!psam_image) return psam_image.status();
     taxi->psam = std::make_unique<devices::Psam>(*psam_image);
-    taxi->channel = std::make_unique<TracingChannel>(network_->connect(*proxy_, tp.device_id),
+    auto endpoint = connect_terminal(taxi->plate, *psam_image);
+    if (!endpoint) return endpoint.status();
+    taxi->channel = std::make_unique<TracingChannel>(network_->connect(**endpoint, tp.device_id),
                                                      *this, taxi->plate);
     taxi->config.core.device_id = tp.device_id;
     taxi->config.core.operator_id = config.taxi_operator;
@@ -483,7 +541,8 @@ std::size_t World::taxi_queue_length(std::size_t taxi_index) const {
 const std::vector<std::string>& known_defects() {
   static const std::vector<std::string> kDefects{
       "ack_on_failure", "corrupt_tac",     "backend_amnesia", "no_transfers",   "stale_blacklist",
-      "stale_fares",    "bank_drops_file", "retap_elsewhere", "taxi_log_in_ram"};
+      "stale_fares",    "bank_drops_file", "retap_elsewhere", "taxi_log_in_ram",
+      "ignore_revocation"};
   return kDefects;
 }
 
@@ -518,6 +577,15 @@ Status World::open_backend() {
   auto opened = backend::Backend::open(db_path_, bo, loop_);
   if (!opened) return opened.status();
   backend_ = std::move(opened).value();
+  if (config_.certificates) {
+    // The first open creates the PKI; its root key goes offline (here: nowhere). Later opens
+    // (a restart after a crash) load it, revocations included, from the database.
+    std::string root_key;
+    auto ca = backend::CertificateAuthority::open(backend_->store(), backend_->calendar(), {},
+                                                  &root_key);
+    if (!ca) return ca.status();
+    ca_ = std::move(ca).value();
+  }
   backend_up_ = true;
   operator_.reset();  // logs in again on the next operator action
   finance_[0].reset();
@@ -666,6 +734,114 @@ Status World::add_outage(const std::string& group, std::int64_t from_us, std::in
   return Status::ok();
 }
 
+Result<World::Endpoint*> World::connect_terminal(const std::string& name,
+                                                 const protocol::PsamImage& psam) {
+  auto endpoint = std::make_unique<Endpoint>(*this, name, to_hex(psam.terminal_id));
+  if (config_.certificates) {
+    if (Status s = enrol(*endpoint); !s) return s;
+  }
+  endpoints_.push_back(std::move(endpoint));
+  return endpoints_.back().get();
+}
+
+Status World::enrol(Endpoint& endpoint) {
+  auto curve = sim::generate_curve_key_pair();
+  if (!curve) return curve.status();
+  auto key = backend::generate_key_pair();
+  if (!key) return key.status();
+  backend::CertRequest request;
+  request.role = backend::CertRole::kTerminal;
+  request.subject_id = endpoint.terminal_id;
+  request.public_key_pem = key->public_pem;
+  request.curve_key = curve->public_key;
+  auto cert = ca_->enrol(request);
+  if (!cert) return cert.status();
+  // What the server's ZAP handler does at the handshake: the holder its CURVE key names.
+  auto holder = ca_->directory()->admit(curve->public_key, ca_->now_unix_s());
+  if (!holder) return holder.status();
+  endpoint.holder = *holder;
+  endpoint.serial = cert->serial_hex;
+  return Status::ok();
+}
+
+World::Endpoint* World::endpoint_of(const std::string& terminal) const {
+  for (const auto& e : endpoints_) {
+    if (e->name == terminal) return e.get();
+  }
+  return nullptr;
+}
+
+namespace {
+Status certificate_preconditions(bool built, bool certificates, bool up) {
+  if (!built) return Status(Errc::kInvalidArgument, "call city{} before certificate actions");
+  if (!certificates) {
+    return Status(Errc::kInvalidArgument,
+                  "terminals have no certificates: city{ certificates = true } gives them some");
+  }
+  if (!up) return Status(Errc::kUnavailable, "the backend is down");
+  return Status::ok();
+}
+
+const char* reason_name(backend::RevocationReason r) {
+  switch (r) {
+    case backend::RevocationReason::kUnspecified: return "unspecified";
+    case backend::RevocationReason::kKeyCompromise: return "key_compromise";
+    case backend::RevocationReason::kAffiliationChanged: return "affiliation_changed";
+    case backend::RevocationReason::kSuperseded: return "superseded";
+    case backend::RevocationReason::kCessationOfOperation: return "cessation_of_operation";
+  }
+  return "?";
+}
+}  // namespace
+
+Status World::revoke(const std::string& terminal, backend::RevocationReason reason) {
+  if (Status s = certificate_preconditions(built_, config_.certificates, backend_up_); !s) {
+    return s;
+  }
+  Endpoint* e = endpoint_of(terminal);
+  if (!e) return Status(Errc::kNotFound, "no terminal '" + terminal + "' (a vehicle or plate)");
+  if (Status s = ca_->revoke(e->serial, reason); !s) return s;
+  ++stats_.revocations;
+  trace_.event(loop_.now_us(), "revoke", {{"terminal", terminal}, {"reason", reason_name(reason)}});
+  return Status::ok();
+}
+
+Status World::recommission(const std::string& terminal) {
+  if (Status s = certificate_preconditions(built_, config_.certificates, backend_up_); !s) {
+    return s;
+  }
+  Endpoint* e = endpoint_of(terminal);
+  if (!e) return Status(Errc::kNotFound, "no terminal '" + terminal + "' (a vehicle or plate)");
+  auto tx = backend_->store().begin();
+  if (!tx) return tx.status();
+  if (Status s = enrol(*e); !s) return s;
+  if (Status s = tx->commit(); !s) return s;
+  ++stats_.recommissions;
+  trace_.event(loop_.now_us(), "recommission", {{"terminal", terminal}});
+  return Status::ok();
+}
+
+Result<CertificateView> World::certificate(const std::string& terminal) const {
+  if (Status s = certificate_preconditions(built_, config_.certificates, backend_up_); !s) {
+    return s;
+  }
+  const Endpoint* e = endpoint_of(terminal);
+  if (!e) return Status(Errc::kNotFound, "no terminal '" + terminal + "' (a vehicle or plate)");
+  auto info = ca_->certificate(e->serial);
+  if (!info) return info.status();
+  CertificateView v;
+  v.terminal = terminal;
+  v.subject_id = info->subject_id;
+  v.serial_hex = info->serial_hex;
+  v.revoked = info->revoked;
+  v.pem = info->pem;
+  auto verified = ca_->verifier()->verify(info->pem, backend::CertRole::kTerminal,
+                                          ca_->now_unix_s());
+  v.verifies = verified.is_ok();
+  if (!verified) v.why = verified.status().message();
+  return v;
+}
+
 Status World::crash_backend(std::int64_t at_us, std::int64_t down_us) {
   if (!built()) return Status(Errc::kInvalidArgument, "call city{} before a backend crash");
   if (at_us < loop_.now_us() || down_us < 0) {
@@ -674,7 +850,8 @@ Status World::crash_backend(std::int64_t at_us, std::int64_t down_us) {
   loop_.schedule_at(at_us, [this, down_us] {
     if (!backend_up_) return;
     backend_up_ = false;
-    proxy_->lose();
+    group_commit_->lose();
+    ca_.reset();
     backend_.reset();  // everything in memory is gone; what was committed is in the file
     ++stats_.backend_crashes;
     trace_.event(loop_.now_us(), "backend_crash", {{"down_us", down_us}});
@@ -1044,7 +1221,10 @@ std::vector<BusView> World::buses() const {
     const auto& c = b->validator->config();
     out.push_back({c.vehicle, c.route, static_cast<std::int64_t>(c.fare_fen),
                    b->blacklist.version(), b->blacklist.size(), b->params_version,
-                   b->validator->queue_length()});
+                   b->validator->queue_length(),
+                   b->validator->queue().last_failure().is_ok()
+                       ? std::string()
+                       : b->validator->queue().last_failure().message()});
   }
   return out;
 }

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <filesystem>
 
 namespace citycard::scenarios {
@@ -523,6 +524,138 @@ TEST(WorldFaults, BadTearKnobIsRefused) {
   Status s = r.world.set_faults(f);
   EXPECT_EQ(s.code(), Errc::kInvalidArgument);
   EXPECT_NE(s.message().find("tear"), std::string::npos);
+}
+
+// ---- terminal certificates: revoke, recommission --------------------------------------------
+
+CityConfig pki_city() {
+  CityConfig c = small_city();
+  c.certificates = true;
+  return c;
+}
+
+BusView bus_view(const World& w, const std::string& vehicle) {
+  for (const auto& b : w.buses()) {
+    if (b.vehicle == vehicle) return b;
+  }
+  ADD_FAILURE() << "no bus " << vehicle;
+  return {};
+}
+
+struct RevocationRun {
+  WorldStats at_revoked_end;     // just before the recommission
+  std::size_t held = 0;          // records the revoked bus kept then
+  std::string last_failure;
+  CertificateView revoked_cert;  // the CA's and OpenSSL's view of it then
+  CertificateView other_cert;
+  WorldStats end;
+  Status conservation;
+};
+
+// Sales for 30 minutes; R1-B1 revoked at 5 minutes, commissioned again at 25; then drained.
+RevocationRun revocation_run(const std::vector<std::string>& defects) {
+  RevocationRun out;
+  CityRun r(8);
+  EXPECT_TRUE(r.world.set_defects(defects).is_ok());
+  EXPECT_TRUE(r.world.build(pki_city()).is_ok());
+  EXPECT_TRUE(r.world.add_phase(0, 1800'000'000, 3000).is_ok());
+  EXPECT_TRUE(r.world.run_until(300'000'000).is_ok());
+  EXPECT_TRUE(r.world.certificate("R1-B1")->verifies);
+  EXPECT_TRUE(r.world.revoke("R1-B1", backend::RevocationReason::kKeyCompromise).is_ok());
+  EXPECT_TRUE(r.world.run_until(1500'000'000).is_ok());
+  out.at_revoked_end = r.world.stats();
+  out.held = bus_view(r.world, "R1-B1").queued_records;
+  out.last_failure = bus_view(r.world, "R1-B1").last_failure;
+  out.revoked_cert = r.world.certificate("R1-B1").value();
+  out.other_cert = r.world.certificate("R2-B2").value();
+  EXPECT_TRUE(r.world.recommission("R1-B1").is_ok());
+  EXPECT_TRUE(r.world.certificate("R1-B1")->verifies);
+  EXPECT_TRUE(r.world.run_until(1800'000'000).is_ok());
+  EXPECT_TRUE(r.world.drain(3600'000'000).is_ok());
+  out.end = r.world.stats();
+  out.conservation = r.world.conservation();
+  return out;
+}
+
+TEST(WorldCertificates, ARevokedTerminalIsRefusedKeepsItsRecordsAndNewKeysClearThem) {
+  const RevocationRun run = revocation_run({});
+  // 20 minutes at one upload poll every 30 s: every one refused, and the blacklist pulls too.
+  EXPECT_GE(run.at_revoked_end.refused_uploads, 30u);
+  EXPECT_GT(run.at_revoked_end.refused_requests, run.at_revoked_end.refused_uploads);
+  EXPECT_EQ(run.at_revoked_end.revocations, 1u);
+  EXPECT_GT(run.held, 50u);  // 20 minutes of sales, kept on the bus
+  EXPECT_NE(run.last_failure.find("UNAUTHENTICATED"), std::string::npos) << run.last_failure;
+  EXPECT_NE(run.last_failure.find("certificate of terminal R1-B1"), std::string::npos)
+      << run.last_failure;
+  EXPECT_NE(run.last_failure.find("has been revoked"), std::string::npos);
+  // The CA and OpenSSL (the CRL) agree; another terminal is untouched.
+  EXPECT_TRUE(run.revoked_cert.revoked);
+  EXPECT_FALSE(run.revoked_cert.verifies);
+  EXPECT_NE(run.revoked_cert.why.find("revoked"), std::string::npos) << run.revoked_cert.why;
+  EXPECT_EQ(run.revoked_cert.subject_id.size(), 12u);
+  EXPECT_TRUE(run.other_cert.verifies) << run.other_cert.why;
+  // What the bus kept was not cleared while it was refused...
+  EXPECT_EQ(run.at_revoked_end.backend_amount_fen +
+                static_cast<std::int64_t>(run.at_revoked_end.queued_records) * 200,
+            run.at_revoked_end.validator_amount_fen);
+  // ...and is, once the bus has new keys: nothing lost, nothing twice.
+  EXPECT_EQ(run.end.recommissions, 1u);
+  EXPECT_EQ(run.end.queued_records, 0u);
+  EXPECT_EQ(run.end.uploaded_records, run.end.swipes);
+  EXPECT_EQ(run.end.backend_amount_fen, run.end.validator_amount_fen);
+  EXPECT_TRUE(run.conservation.is_ok()) << run.conservation.message();
+}
+
+TEST(WorldCertificates, IgnoreRevocationDefectServesTheRevokedTerminal) {
+  const RevocationRun run = revocation_run({"ignore_revocation"});
+  EXPECT_FALSE(run.revoked_cert.verifies);            // the CRL says revoked...
+  EXPECT_EQ(run.at_revoked_end.refused_uploads, 0u);  // ...and the backend serves it anyway
+  EXPECT_LT(run.held, 50u);
+  EXPECT_EQ(run.last_failure, "");
+}
+
+TEST(WorldCertificates, ARevocationSurvivesABackendCrashAndRestart) {
+  const std::string db = ::testing::TempDir() + "world_revocation_crash.db";
+  for (const char* suffix : {"", "-wal", "-shm"}) std::remove((db + suffix).c_str());
+  auto trace = std::move(reports::TraceWriter::open("").value());
+  World w(10, *trace, db);
+  ASSERT_TRUE(w.build(pki_city()).is_ok());
+  ASSERT_TRUE(w.add_phase(0, 1200'000'000, 3000).is_ok());
+  ASSERT_TRUE(w.revoke("R2-B1", backend::RevocationReason::kKeyCompromise).is_ok());
+  ASSERT_TRUE(w.crash_backend(120'000'000, 60'000'000).is_ok());
+  ASSERT_TRUE(w.run_until(1200'000'000).is_ok());
+  const WorldStats s = w.stats();
+  EXPECT_EQ(s.backend_crashes, 1u);
+  EXPECT_TRUE(w.backend_up());
+  // Refused after the restart too: the CA reloaded the revocation from the database.
+  EXPECT_NE(bus_view(w, "R2-B1").last_failure.find("has been revoked"), std::string::npos)
+      << bus_view(w, "R2-B1").last_failure;
+  EXPECT_EQ(bus_view(w, "R1-B1").last_failure, "");
+  EXPECT_TRUE(w.certificate("R2-B1")->revoked);
+  EXPECT_GE(s.refused_uploads, 30u);
+  for (const char* suffix : {"", "-wal", "-shm"}) std::remove((db + suffix).c_str());
+}
+
+TEST(WorldCertificates, BadCertificateActionsAreRefusedWithAReason) {
+  CityRun plain(1);
+  ASSERT_TRUE(plain.world.build(small_city()).is_ok());
+  Status s = plain.world.revoke("R1-B1", backend::RevocationReason::kKeyCompromise);
+  EXPECT_EQ(s.code(), Errc::kInvalidArgument);
+  EXPECT_NE(s.message().find("certificates = true"), std::string::npos) << s.message();
+  EXPECT_FALSE(plain.world.certificate("R1-B1").is_ok());
+  EXPECT_EQ(plain.world.stats().refused_requests, 0u);
+
+  CityRun r(1);
+  ASSERT_TRUE(r.world.build(pki_city()).is_ok());
+  s = r.world.revoke("R9-B9", backend::RevocationReason::kKeyCompromise);
+  EXPECT_EQ(s.code(), Errc::kNotFound);
+  EXPECT_NE(s.message().find("no terminal 'R9-B9'"), std::string::npos) << s.message();
+  EXPECT_EQ(r.world.recommission("nope").code(), Errc::kNotFound);
+  EXPECT_EQ(r.world.stats().revocations, 0u);
+  ASSERT_TRUE(r.world.crash_backend(0, 600'000'000).is_ok());
+  ASSERT_TRUE(r.world.run_until(1'000'000).is_ok());
+  EXPECT_EQ(r.world.revoke("R1-B1", backend::RevocationReason::kKeyCompromise).code(),
+            Errc::kUnavailable);
 }
 
 TEST(WorldTimes, ParsesCalendarAndTimeOfDay) {

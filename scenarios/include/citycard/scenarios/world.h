@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "citycard/backend/backend.h"
+#include "citycard/backend/ca.h"
 #include "citycard/devices/blacklist_cache.h"
 #include "citycard/devices/bus_validator.h"
 #include "citycard/devices/cpu_card.h"
@@ -61,6 +62,13 @@ struct CityConfig {
   // terminals retry). 0: each request commits and is answered on its own.
   std::int64_t commit_interval_us = 1'000'000;
   static constexpr std::size_t kCommitGroupMax = 1'000;
+  // Terminal certificates: every bus and taxi is commissioned as a real one is (backend ca.h:
+  // an EC key pair and a CURVE key pair, a terminal certificate the RA approves that binds the
+  // CURVE key), and the backend checks, per request, that the certificate the terminal
+  // connected with is still good, as the ZeroMQ server does (server.h): a revoked or expired
+  // one is answered ErrorReply UNAUTHENTICATED. Off by default: each certificate costs key
+  // generation and two signatures at build (about 3 ms), too much for a city of 20,000 buses.
+  bool certificates = false;
 
   // Limits: a scenario asking for more is refused with a message, not run out of memory.
   static constexpr std::int64_t kCardsMax = 50'000'000;
@@ -136,6 +144,13 @@ struct WorldStats {
   std::int64_t taxi_amount_fen = 0;
   std::uint64_t taxi_refusals = 0;
   std::uint64_t power_losses = 0;
+  // Certificates (CityConfig::certificates): requests the backend refused because the
+  // terminal's certificate is revoked or expired (ErrorReply UNAUTHENTICATED), of which
+  // uploads; certificates revoked and terminals commissioned again with new ones.
+  std::uint64_t refused_requests = 0;
+  std::uint64_t refused_uploads = 0;
+  std::uint64_t revocations = 0;
+  std::uint64_t recommissions = 0;
 };
 
 // One bus as an observer sees it (buses() in Lua).
@@ -147,6 +162,20 @@ struct BusView {
   std::size_t blacklist_size = 0;
   std::uint64_t params_version = 0;       // of the parameters (fare tables) it applied
   std::size_t queued_records = 0;
+  std::string last_failure;               // why its last upload failed ("" once one succeeds)
+};
+
+// A terminal's certificate as the backend's PKI sees it (certificate() in Lua).
+struct CertificateView {
+  std::string terminal;     // vehicle or plate
+  std::string subject_id;   // the terminal id, 12 hex digits
+  std::string serial_hex;   // differs from run to run (random serials): never traced
+  bool revoked = false;     // by the CA's records
+  // verify(): the chain, validity and the issuer's current CRL, by OpenSSL
+  // (CertificateVerifier); `why` says what failed ("certificate revoked").
+  bool verifies = false;
+  std::string why;
+  std::string pem;
 };
 
 // Per-card money check: for every card, opening balance - balance now == the sales recorded
@@ -192,6 +221,8 @@ struct TapOutcome {
 //   stale_blacklist  buses fetch blacklist pages but never apply them
 //   stale_fares      buses fetch fare tables but never apply them
 //   bank_drops_file  the bank never executes settlement payment files
+//   ignore_revocation the backend serves terminals whose certificate is revoked (it never
+//                    checks the CRL after the handshake)
 //   retap_elsewhere  a rider whose tap tore taps again on another bus (so the terminal holding
 //                    the grey sale never sees the card again and cannot complete it)
 const std::vector<std::string>& known_defects();
@@ -252,6 +283,15 @@ class World {
   // new card from now on. Sales of the old card still on their way clear against it later.
   // Returns the new card's serial, hex.
   Result<std::string> replace_card(std::size_t card_index);
+  // Revokes the certificate of terminal `terminal` (a vehicle "R1-B2" or a plate "T3") for
+  // `reason` (backend::CertificateAuthority::revoke: the issuer's CRL is re-signed). From its
+  // next request on the backend refuses the terminal (ErrorReply UNAUTHENTICATED: uploads fail
+  // and the records stay queued on the terminal; nothing is lost). Needs certificates.
+  Status revoke(const std::string& terminal, backend::RevocationReason reason);
+  // A technician fits the terminal with new keys: a new certificate (new EC and CURVE keys,
+  // approved by the RA) and a new connection; what it kept queued uploads again.
+  Status recommission(const std::string& terminal);
+  Result<CertificateView> certificate(const std::string& terminal) const;
   // The backend's blacklist version as of the last operator action (0: none).
   std::uint64_t blacklist_version() const { return blacklist_version_; }
   std::uint64_t params_version() const { return params_version_; }
@@ -283,7 +323,12 @@ class World {
  private:
   struct Bus;
   class TracingChannel;
-  class BackendProxy;
+  class Endpoint;
+  class GroupCommit;
+  // Registers the terminal's endpoint and, with certificates, commissions its certificate.
+  Result<Endpoint*> connect_terminal(const std::string& name, const protocol::PsamImage& psam);
+  Status enrol(Endpoint& endpoint);
+  Endpoint* endpoint_of(const std::string& terminal) const;
   struct Taxi;
   static Result<protocol::CardType> read_card_type(devices::CardLink& link);
   void schedule_taxi_poll(std::size_t taxi_index, std::int64_t at_us);
@@ -315,7 +360,9 @@ class World {
   std::unique_ptr<backend::Backend> backend_;
   bool backend_up_ = false;
   bool built_ = false;
-  std::unique_ptr<BackendProxy> proxy_;
+  std::unique_ptr<backend::CertificateAuthority> ca_;  // with certificates, while up
+  std::unique_ptr<GroupCommit> group_commit_;  // before the endpoints that use it
+  std::vector<std::unique_ptr<Endpoint>> endpoints_;    // one per terminal
   std::unique_ptr<sim::SimNetwork> network_;
   FaultConfig faults_;
   Status restart_error_;
