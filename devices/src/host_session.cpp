@@ -134,6 +134,29 @@ Status HostSession::fail(Status why) {
   return why;
 }
 
+Result<Envelope> pumped_call(sim::Channel& channel, const Envelope& request,
+                             const std::function<void()>& pump, std::size_t pump_rounds_max) {
+  const std::uint64_t id = request.request_id();
+  auto answer = std::make_shared<std::optional<Result<Bytes>>>();
+  channel.request(pw::encode(request),
+                  [answer](Result<Bytes> reply) { *answer = std::move(reply); });
+  for (std::size_t i = 0; !answer->has_value(); ++i) {
+    if (i >= pump_rounds_max) {
+      return Status(Errc::kTimeout, "no answer after " + std::to_string(i) + " pump rounds");
+    }
+    pump();
+  }
+  Result<Bytes>& reply = **answer;
+  if (!reply) return reply.status();
+  Result<Envelope> e = pw::decode(*reply);
+  if (!e) return e.status();
+  if (e->request_id() != id && !e->has_error()) {
+    return Status(Errc::kMalformed, "answer to request " + std::to_string(e->request_id()) +
+                                        ", expected " + std::to_string(id));
+  }
+  return e;
+}
+
 void HostSession::request(Envelope envelope, OnEnvelope on_reply) {
   const std::uint64_t id = next_request_id_++;
   envelope.set_request_id(id);

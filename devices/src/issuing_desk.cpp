@@ -137,24 +137,9 @@ Result<DeskReply> IssuingDesk::call(DeskRequest request) {
   e.set_request_id(id);
   *e.mutable_desk_request() = std::move(request);
   ++requests_;
-  // Shared with the callback: a late answer after a timeout here writes into its own slot.
-  auto answer = std::make_shared<std::optional<Result<Bytes>>>();
-  channel_.request(pw::encode(e), [answer](Result<Bytes> reply) { *answer = std::move(reply); });
-  for (std::size_t i = 0; !answer->has_value(); ++i) {
-    if (i >= options_.pump_rounds_max) {
-      return Status(Errc::kTimeout, "no answer after " + std::to_string(i) + " pump rounds");
-    }
-    options_.pump();
-  }
-  Result<Bytes>& reply = **answer;
-  if (!reply) return reply.status();
-  Result<Envelope> r = pw::decode(*reply);
+  Result<Envelope> r = pumped_call(channel_, e, options_.pump, options_.pump_rounds_max);
   if (!r) return r.status();
   if (r->has_error()) return desk_status(r->error());
-  if (r->request_id() != id) {
-    return Status(Errc::kMalformed, "answer to request " + std::to_string(r->request_id()) +
-                                        ", expected " + std::to_string(id));
-  }
   if (!r->has_desk_reply()) return Status(Errc::kMalformed, "answer is not a desk reply");
   return std::move(*r->mutable_desk_reply());
 }

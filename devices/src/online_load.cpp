@@ -21,25 +21,8 @@ Result<Envelope> OnlineLoadClient::call(Envelope request) {
   const std::uint64_t id = next_request_id_++;
   request.set_request_id(id);
   ++requests_;
-  // Shared with the callback: a late answer after a timeout here writes into its own slot.
-  auto answer = std::make_shared<std::optional<Result<Bytes>>>();
-  channel_.request(pw::encode(request),
-                   [answer](Result<Bytes> reply) { *answer = std::move(reply); });
-  for (std::size_t i = 0; !answer->has_value(); ++i) {
-    if (i >= options_.pump_rounds_max) {
-      return Status(Errc::kTimeout, "no answer after " + std::to_string(i) + " pump rounds");
-    }
-    options_.pump();
-  }
-  Result<Bytes>& reply = **answer;
-  if (!reply) return reply.status();
-  Result<Envelope> e = pw::decode(*reply);
-  if (!e) return e.status();
-  if (e->has_error()) return status_of_error(e->error());
-  if (e->request_id() != id) {
-    return Status(Errc::kMalformed, "answer to request " + std::to_string(e->request_id()) +
-                                        ", expected " + std::to_string(id));
-  }
+  Result<Envelope> e = pumped_call(channel_, request, options_.pump, options_.pump_rounds_max);
+  if (e && e->has_error()) return status_of_error(e->error());
   return e;
 }
 

@@ -140,27 +140,8 @@ Status MerchantPos::upload_sales() {
 }
 
 Result<citycard::wire::Envelope> MerchantPos::call(citycard::wire::Envelope request) {
-  const std::uint64_t id = next_request_id_++;
-  request.set_request_id(id);
-  // Shared with the callback: a late answer after a timeout here writes into its own slot.
-  auto answer = std::make_shared<std::optional<Result<Bytes>>>();
-  channel_.request(protocol::wire::encode(request),
-                   [answer](Result<Bytes> reply) { *answer = std::move(reply); });
-  for (std::size_t i = 0; !answer->has_value(); ++i) {
-    if (i >= config_.pump_rounds_max) {
-      return Status(Errc::kTimeout, "no answer after " + std::to_string(i) + " pump rounds");
-    }
-    config_.pump();
-  }
-  Result<Bytes>& reply = **answer;
-  if (!reply) return reply.status();
-  Result<citycard::wire::Envelope> e = protocol::wire::decode(*reply);
-  if (!e) return e.status();
-  if (e->request_id() != id && !e->has_error()) {
-    return Status(Errc::kMalformed, "answer to request " + std::to_string(e->request_id()) +
-                                        ", expected " + std::to_string(id));
-  }
-  return e;
+  request.set_request_id(next_request_id_++);
+  return pumped_call(channel_, request, config_.pump, config_.pump_rounds_max);
 }
 
 Status MerchantPos::send_refund(JournalEntry& sale, bool is_void, std::uint32_t amount_fen,

@@ -140,4 +140,15 @@ class HostSession {
 // CONFLICT kConflict; others kRejected. The message names the code.
 Status status_of_error(const citycard::wire::ErrorReply& error);
 
+// A request answered in place, for clients that drive their own transport by pumping it (the
+// desk, the POS, the online load client): sends `request` (its request_id already set) on
+// `channel`, calls `pump` until the answer came (kTimeout after `pump_rounds_max` rounds; a
+// late answer after that writes into its own slot) and decodes it. An answer that is not an
+// ErrorReply must echo the request id (kMalformed otherwise); an ErrorReply is returned as it
+// came, for the caller to map.
+Result<citycard::wire::Envelope> pumped_call(sim::Channel& channel,
+                                             const citycard::wire::Envelope& request,
+                                             const std::function<void()>& pump,
+                                             std::size_t pump_rounds_max);
+
 }  // namespace citycard::devices
