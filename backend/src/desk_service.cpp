@@ -32,14 +32,6 @@ constexpr const char* kSchema =
     "  terminal BLOB NOT NULL, op_no INTEGER NOT NULL, fingerprint BLOB NOT NULL,"
     "  reply BLOB NOT NULL, at_us INTEGER NOT NULL, PRIMARY KEY (terminal, op_no));";
 
-Envelope error_reply(std::uint64_t id, wire::Code code, std::string message) {
-  Envelope e;
-  e.set_request_id(id);
-  e.mutable_error()->set_code(code);
-  e.mutable_error()->set_message(std::move(message));
-  return e;
-}
-
 // Card operations name a card: an unknown one has its own code.
 Envelope card_error(std::uint64_t id, const Status& s) {
   if (s.code() == Errc::kNotFound) return error_reply(id, wire::UNKNOWN_CARD, s.message());

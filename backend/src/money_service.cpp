@@ -8,13 +8,7 @@ using wire::Envelope;
 
 namespace {
 
-Envelope error_reply(std::uint64_t id, wire::Code code, std::string message) {
-  Envelope e;
-  e.set_request_id(id);
-  e.mutable_error()->set_code(code);
-  e.mutable_error()->set_message(std::move(message));
-  return e;
-}
+using backend::error_reply;  // the ErrorReply with a code (money_service.h), beside this one
 
 Envelope error_reply(std::uint64_t id, const Status& s) {
   return error_reply(id, errc_to_code(s.code()), s.message());
@@ -31,6 +25,14 @@ std::string actor_of(const TerminalRecord& t) {
 }
 
 }  // namespace
+
+wire::Envelope error_reply(std::uint64_t request_id, wire::Code code, std::string message) {
+  wire::Envelope e;
+  e.set_request_id(request_id);
+  e.mutable_error()->set_code(code);
+  e.mutable_error()->set_message(std::move(message));
+  return e;
+}
 
 wire::Code errc_to_code(Errc code) {
   switch (code) {

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "citycard/backend/money.h"
+#include "citycard/backend/money_service.h"
 
 namespace citycard::backend {
 
@@ -14,14 +15,6 @@ namespace {
 
 constexpr std::size_t kRefundIdMax = 64;
 constexpr std::size_t kReasonMax = 200;
-
-Envelope error_reply(std::uint64_t id, wire::Code code, std::string message) {
-  Envelope e;
-  e.set_request_id(id);
-  e.mutable_error()->set_code(code);
-  e.mutable_error()->set_message(std::move(message));
-  return e;
-}
 
 bool printable_id(const std::string& s) {
   if (s.empty() || s.size() > kRefundIdMax) return false;

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "citycard/backend/money.h"
+#include "citycard/backend/money_service.h"
 
 namespace citycard::backend {
 
@@ -10,18 +11,6 @@ namespace pw = protocol::wire;
 namespace wire = citycard::wire;
 namespace qr = protocol::qr;
 using wire::Envelope;
-
-namespace {
-
-Envelope error_reply(std::uint64_t id, wire::Code code, std::string message) {
-  Envelope e;
-  e.set_request_id(id);
-  e.mutable_error()->set_code(code);
-  e.mutable_error()->set_message(std::move(message));
-  return e;
-}
-
-}  // namespace
 
 QrService::QrService(Store& store, Ledger& ledger, Cards& cards, Issuance& issuance,
                      const Calendar& calendar, QrOptions options)

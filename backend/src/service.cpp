@@ -17,14 +17,6 @@ using citycard::wire::Envelope;
 
 namespace {
 
-Envelope error_reply(std::uint64_t request_id, Code code, std::string message) {
-  Envelope e;
-  e.set_request_id(request_id);
-  e.mutable_error()->set_code(code);
-  e.mutable_error()->set_message(std::move(message));
-  return e;
-}
-
 }  // namespace
 
 Bytes Service::handle(ByteView frame) {

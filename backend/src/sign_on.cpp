@@ -2,23 +2,13 @@
 
 #include <string>
 
+#include "citycard/backend/money_service.h"
+
 namespace citycard::backend {
 
 namespace pw = protocol::wire;
 namespace wire = citycard::wire;
 using wire::Envelope;
-
-namespace {
-
-Envelope error_reply(std::uint64_t id, wire::Code code, std::string message) {
-  Envelope e;
-  e.set_request_id(id);
-  e.mutable_error()->set_code(code);
-  e.mutable_error()->set_message(std::move(message));
-  return e;
-}
-
-}  // namespace
 
 Envelope SignOnService::sign_on(const Envelope& request) const {
   const std::uint64_t id = request.request_id();

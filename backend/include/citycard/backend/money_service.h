@@ -22,6 +22,9 @@
 namespace citycard::backend {
 
 citycard::wire::Code errc_to_code(Errc code);
+// An ErrorReply envelope answering request `request_id`: what every wire service refuses with.
+citycard::wire::Envelope error_reply(std::uint64_t request_id, citycard::wire::Code code,
+                                     std::string message);
 
 class MoneyService {
  public:
