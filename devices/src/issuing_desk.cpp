@@ -341,18 +341,17 @@ Result<IssuedCard> IssuingDesk::replace(const protocol::Serial8& old_serial, Car
 Result<DeskOutcome> IssuingDesk::report_lost(const protocol::Serial8& serial) {
   DeskRequest m;
   m.mutable_report_lost()->set_card_serial(pw::field(serial));
-  auto r = change(std::move(m));
-  if (!r) return r.status();
-  if (!r->has_card()) return Status(Errc::kMalformed, "answer without the card");
-  auto rec = record_of(r->card());
-  if (!rec) return rec.status();
-  return DeskOutcome{std::move(rec).value(), false, r->replayed()};
+  return card_state_change(std::move(m));
 }
 
 Result<DeskOutcome> IssuingDesk::report_found(const protocol::Serial8& serial) {
   DeskRequest m;
   m.mutable_report_found()->set_card_serial(pw::field(serial));
-  auto r = change(std::move(m));
+  return card_state_change(std::move(m));
+}
+
+Result<DeskOutcome> IssuingDesk::card_state_change(DeskRequest request) {
+  auto r = change(std::move(request));
   if (!r) return r.status();
   if (!r->has_card()) return Status(Errc::kMalformed, "answer without the card");
   auto rec = record_of(r->card());

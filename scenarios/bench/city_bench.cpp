@@ -23,11 +23,11 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <filesystem>
 #include <string>
 
 #include "citycard/reports/trace.h"
+#include "citycard/sim/clock.h"
 #include "citycard/scenarios/world.h"
 
 namespace {
@@ -36,6 +36,18 @@ using namespace citycard;
 using namespace citycard::scenarios;
 
 double baseline_us_per_swipe = 0;
+const sim::WallClock stopwatch;  // the benchmark's own timing of the hour and the build
+
+// A SQLite file of this process's own (two runs of the bench do not share one).
+std::string bench_db(const std::string& name) {
+  return (std::filesystem::temp_directory_path() /
+          ("citycard_city_bench_" + name + "_" + std::to_string(::getpid()) + ".db"))
+      .string();
+}
+
+void remove_db(const std::string& db) {
+  for (const char* s : {"", "-wal", "-shm"}) std::filesystem::remove(db + s);
+}
 
 double maxrss_mib() {
   rusage u{};
@@ -46,13 +58,10 @@ double maxrss_mib() {
 void BM_RushHour(benchmark::State& state) {
   const std::int64_t buses = state.range(0), cards = state.range(1), swipes = state.range(2);
   const std::int64_t commit_ms = state.range(3);
-  const std::string db = (std::filesystem::temp_directory_path() /
-                          ("citycard_city_bench_" + std::to_string(::getpid()) + "_" +
-                           std::to_string(buses) + ".db"))
-                             .string();
+  const std::string db = bench_db(std::to_string(buses));
   for (auto _ : state) {
     state.PauseTiming();
-    for (const char* s : {"", "-wal", "-shm"}) std::filesystem::remove(db + s);
+    remove_db(db);
     auto trace = std::move(reports::TraceWriter::open("").value());
     World world(1, *trace, db);
     CityConfig c;
@@ -65,20 +74,20 @@ void BM_RushHour(benchmark::State& state) {
     c.upload_interval_us = 60'000'000;
     c.batch_size_max = 100;
     c.commit_interval_us = commit_ms * 1000;
-    const auto b0 = std::chrono::steady_clock::now();
+    const std::int64_t b0 = stopwatch.now_us();
     if (Status s = world.build(c); !s) {
       state.SkipWithError(s.message().c_str());
       return;
     }
     const double build_s =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - b0).count();
+        static_cast<double>(stopwatch.now_us() - b0) / 1e6;
     (void)world.add_phase(0, 3'600'000'000, static_cast<double>(swipes));
     state.ResumeTiming();
-    const auto t0 = std::chrono::steady_clock::now();
+    const std::int64_t t0 = stopwatch.now_us();
     (void)world.run_until(3'600'000'000);
     (void)world.drain(3'600'000'000);
     const double wall =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        static_cast<double>(stopwatch.now_us() - t0) / 1e6;
     state.PauseTiming();
     const WorldStats st = world.stats();
     if (st.uploaded_records != st.swipes || !world.conservation().is_ok()) {
@@ -99,7 +108,7 @@ void BM_RushHour(benchmark::State& state) {
             : 1.0;
     state.ResumeTiming();
   }
-  for (const char* s : {"", "-wal", "-shm"}) std::filesystem::remove(db + s);
+  remove_db(db);
 }
 
 // Smallest first: the baseline of vs_small, and the order that keeps maxrss per size honest.
@@ -122,12 +131,10 @@ double bus_us_per_sale = 0;
 
 void BM_SaleKinds(benchmark::State& state) {
   const std::int64_t mode = state.range(0);
-  const std::string db = (std::filesystem::temp_directory_path() /
-                          ("citycard_city_bench_kinds_" + std::to_string(::getpid()) + ".db"))
-                             .string();
+  const std::string db = bench_db("kinds");
   for (auto _ : state) {
     state.PauseTiming();
-    for (const char* s : {"", "-wal", "-shm"}) std::filesystem::remove(db + s);
+    remove_db(db);
     auto trace = std::move(reports::TraceWriter::open("").value());
     World world(1, *trace, db);
     CityConfig c;
@@ -149,11 +156,11 @@ void BM_SaleKinds(benchmark::State& state) {
     (void)(mode == 2 ? world.add_taxi_trips(0, 3'600'000'000, 10'000)
                      : world.add_phase(0, 3'600'000'000, 10'000));
     state.ResumeTiming();
-    const auto t0 = std::chrono::steady_clock::now();
+    const std::int64_t t0 = stopwatch.now_us();
     (void)world.run_until(3'600'000'000);
     (void)world.drain(3'600'000'000);
     const double wall =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        static_cast<double>(stopwatch.now_us() - t0) / 1e6;
     state.PauseTiming();
     const WorldStats st = world.stats();
     const std::uint64_t sales = st.swipes + st.taxi_trips;
@@ -167,7 +174,7 @@ void BM_SaleKinds(benchmark::State& state) {
     state.counters["vs_bus"] = bus_us_per_sale > 0 ? us / bus_us_per_sale : 0;
     state.ResumeTiming();
   }
-  for (const char* s : {"", "-wal", "-shm"}) std::filesystem::remove(db + s);
+  remove_db(db);
 }
 
 BENCHMARK(BM_SaleKinds)

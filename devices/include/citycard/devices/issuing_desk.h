@@ -173,6 +173,8 @@ class IssuingDesk {
  private:
   Result<citycard::wire::DeskReply> call(citycard::wire::DeskRequest request);
   // A changing operation: the next op_no, retried with it while the answer is lost.
+  // A change of the card's state (lost, found), answered with the card's record.
+  Result<DeskOutcome> card_state_change(citycard::wire::DeskRequest request);
   Result<citycard::wire::DeskReply> change(citycard::wire::DeskRequest request);
   Result<IssuedCard> personalise(const citycard::wire::DeskReply& reply, const std::string& pin);
   // SELECT and GET BALANCE of the card in the field.
